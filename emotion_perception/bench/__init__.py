@@ -1,0 +1,1 @@
+"""bench layer of emotion_perception."""

@@ -1,0 +1,1 @@
+"""Datasets (EMOTIC, HECO, CAER-S), the synthetic scene generator and training transforms."""

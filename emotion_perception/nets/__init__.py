@@ -1,0 +1,1 @@
+"""nets layer of emotion_perception."""
