@@ -13,7 +13,8 @@ HERE = Path(__file__).parent
 
 
 def _files(folder: str, pattern: str = "*") -> list[str]:
-    return sorted(str(p) for p in (HERE / folder).glob(pattern) if p.is_file())
+    # setuptools wants data_files relative to setup.py
+    return sorted(str(p.relative_to(HERE)) for p in (HERE / folder).glob(pattern) if p.is_file())
 
 
 setup(

@@ -52,7 +52,12 @@ if [[ ! -x "$VENV/bin/python" ]]; then
   fi
 fi
 VPY="$VENV/bin/python"
-PIP=("$VPY" -m pip install --disable-pip-version-check -q)
+# pip's "Location ... is ignored" lines come from this machine's index configuration, not from
+# us: drop them so real warnings stay visible.
+pip_install() {
+  "$VPY" -m pip install --disable-pip-version-check -q "$@" 2> >(grep -v 'is ignored: it is neither' >&2)
+}
+PIP=(pip_install)
 "${PIP[@]}" --upgrade "pip<26" "setuptools<80" wheel
 
 # --- 2. torch first, pinned, so that nothing later pulls another build ------------------------
@@ -77,7 +82,8 @@ if [[ $MODE == ros-wheels-kilted ]]; then
   PYINC="$("$VPY" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')"
   NPINC="$("$VPY" -c 'import numpy; print(numpy.get_include())')"
   [[ -f "$PYINC/Python.h" ]] || { log "Python headers not found at $PYINC (install python3-dev)"; exit 1; }
-  grep -rlF '/opt/python/cp311-cp311/' "$VENV/share" --include='*.cmake' 2>/dev/null \
+  # (grep finds nothing once the paths are rewritten: that is not an error)
+  { grep -rlF '/opt/python/cp311-cp311/' "$VENV/share" --include='*.cmake' || true; } \
     | xargs -r sed -i -e "s#/opt/python/cp311-cp311/include/python3.11#$PYINC#g" \
                       -e "s#/opt/python/cp311-cp311/lib/python3.11/site-packages/numpy/_core/include#$NPINC#g"
   export CMAKE_PREFIX_PATH="$VENV${CMAKE_PREFIX_PATH:+:$CMAKE_PREFIX_PATH}"
@@ -98,14 +104,15 @@ CONSTRAINTS=()
 # too (README) but would add a second install tree to source.
 log "building messages"
 BUILD="$ROOT/build/msgs"
+mkdir -p "$BUILD"
 SITE="$("$VPY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
 cmake -S "$ROOT" -B "$BUILD" -DCMAKE_INSTALL_PREFIX="$VENV" -DCMAKE_BUILD_TYPE=Release \
   -DEMOTION_PERCEPTION_INSTALL_PYTHON=OFF -DBUILD_TESTING=OFF \
-  -DPython3_EXECUTABLE="$VPY" -DCMAKE_INSTALL_RPATH="$VENV/lib" > "$BUILD.configure.log" 2>&1 \
-  || { log "CMake configure failed, see $BUILD.configure.log"; tail -30 "$BUILD.configure.log" >&2; exit 1; }
-cmake --build "$BUILD" -j"$(nproc)" > "$BUILD.build.log" 2>&1 \
-  || { log "message build failed, see $BUILD.build.log"; tail -30 "$BUILD.build.log" >&2; exit 1; }
-cmake --install "$BUILD" > "$BUILD.install.log" 2>&1
+  -DPython3_EXECUTABLE="$VPY" -DCMAKE_INSTALL_RPATH="$VENV/lib" > "$BUILD/configure.log" 2>&1 \
+  || { log "CMake configure failed, see $BUILD/configure.log"; tail -30 "$BUILD/configure.log" >&2; exit 1; }
+cmake --build "$BUILD" -j"$(nproc)" > "$BUILD/build.log" 2>&1 \
+  || { log "message build failed, see $BUILD/build.log"; tail -30 "$BUILD/build.log" >&2; exit 1; }
+cmake --install "$BUILD" > "$BUILD/install.log" 2>&1
 # rosidl installs an empty emotion_perception/__init__.py and an egg-info beside the messages.
 # Without them that directory is a plain portion of the package that the editable source
 # package (whose __init__ extends __path__) merges in; with them it would shadow the source.
