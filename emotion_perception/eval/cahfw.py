@@ -1,0 +1,126 @@
+"""Evaluation of a CAHFW-Net checkpoint on a CAER-S split: the paper's accuracy metrics.
+
+Writes to ``out_dir``:
+
+* ``metrics.json``: overall accuracy, mean per-class accuracy, per-class accuracy by class name,
+  image count, split, and the checkpoint's preset/variant;
+* ``confusion_matrix.json`` (class names + counts, rows = true class) and ``confusion_matrix.png``;
+* ``predictions.npz``: ``y_true`` (N,) int64, ``y_score`` (N, K) float32 softmax probabilities,
+  ``y_pred`` (N,) int64 and ``paths`` (N,) of the images, in dataset order.
+
+The face-box cache, no-face policy and train/val split parameters are those the checkpoint was
+trained with (its ``train_config``), so ``split="val"`` is the very hold-out of training.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from emotion_perception.data.categories import CAER_CATEGORIES
+from emotion_perception.data.records import FaceRecord
+from emotion_perception.eval.metrics import accuracy, confusion_matrix, per_class_accuracy
+from emotion_perception.train.common import jsonable, select_device
+
+# Dataset-reading settings taken from the checkpoint's train_config when present.
+_READER_DEFAULTS: dict[str, Any] = {"detector": "cnn", "no_face": "keep", "val_fraction": 0.1, "seed": 0}
+
+
+@torch.no_grad()
+def predict(
+    model: torch.nn.Module, loader: torch.utils.data.DataLoader, device: torch.device
+) -> tuple[np.ndarray, np.ndarray]:
+    """(y_true (N,) int64, y_score (N, K) float32 softmax probabilities) over ``loader``."""
+    from tqdm import tqdm
+
+    model.eval()
+    truths, scores = [], []
+    for face, context, label in tqdm(loader, desc="evaluate", leave=False, dynamic_ncols=True):
+        logits = model(face.to(device), context.to(device)).float()
+        scores.append(torch.softmax(logits, dim=1).cpu().numpy())
+        truths.append(label.numpy())
+    num_classes = getattr(getattr(model, "config", None), "num_classes", 0)
+    if not truths:
+        return np.zeros(0, dtype=np.int64), np.zeros((0, num_classes), dtype=np.float32)
+    return np.concatenate(truths).astype(np.int64), np.concatenate(scores).astype(np.float32)
+
+
+def classification_metrics(y_true: np.ndarray, y_score: np.ndarray, class_names: Sequence[str]) -> dict[str, Any]:
+    """Accuracy, mean per-class accuracy, per-class accuracy (by name) and the confusion matrix."""
+    num_classes = len(class_names)
+    y_pred = y_score.argmax(axis=1) if len(y_score) else np.zeros(0, dtype=np.int64)
+    per_class = per_class_accuracy(y_true, y_pred, num_classes)
+    defined = per_class[~np.isnan(per_class)]
+    return {
+        "accuracy": accuracy(y_true, y_pred),
+        "mean_class_accuracy": float(defined.mean()) if defined.size else math.nan,
+        "per_class_accuracy": {name: float(v) for name, v in zip(class_names, per_class)},
+        "confusion_matrix": confusion_matrix(y_true, y_pred, num_classes).tolist(),
+        "num_images": int(len(y_true)),
+    }
+
+
+def evaluate_cahfw(
+    checkpoint: str | Path,
+    data_root: str | Path | None,
+    split: str = "test",
+    out_dir: str | Path = "eval_cahfw",
+    *,
+    batch_size: int = 64,
+    workers: int = 0,
+    device: str = "auto",
+    records: Sequence[FaceRecord] | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Evaluate ``checkpoint`` on CAER-S ``split`` under ``data_root`` (or on ``records``).
+
+    Returns the metrics written to ``metrics.json`` (see the module docstring).
+    """
+    from emotion_perception.data.faces import CAHFWDataset
+    from emotion_perception.eval.plots import plot_confusion_matrix
+    from emotion_perception.nets.factory import CheckpointError, load_model_from_checkpoint
+
+    run_device = select_device(device)
+    model, state = load_model_from_checkpoint(checkpoint, map_location=run_device)
+    if state["model_name"] != "cahfw":
+        raise CheckpointError(checkpoint, "model_name", f"expected 'cahfw', got {state['model_name']!r}")
+    config = model.config
+    train_config = state.get("train_config") or {}
+    if not isinstance(train_config, dict):
+        raise CheckpointError(checkpoint, "train_config", f"expected a dict, got {type(train_config).__name__}")
+    if records is None:
+        from emotion_perception.data.caer import load_caer
+
+        if data_root is None:
+            raise ValueError("evaluate_cahfw: give data_root (a CAER-S folder) or records")
+        reader = {key: train_config.get(key, default) for key, default in _READER_DEFAULTS.items()}
+        records = load_caer(data_root, split, progress=progress, **reader)
+    class_names = list(CAER_CATEGORIES) if config.num_classes == len(CAER_CATEGORIES) else [
+        f"class {i}" for i in range(config.num_classes)]
+    dataset = CAHFWDataset(records, config.input_size, train=False, num_classes=config.num_classes,
+                           face_scale=float(train_config.get("face_scale", 1.0)))
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers)
+    y_true, y_score = predict(model, loader, run_device)
+
+    metrics = classification_metrics(y_true, y_score, class_names)
+    matrix = metrics.pop("confusion_matrix")
+    metrics.update({"split": split, "checkpoint": str(checkpoint), "preset_input_size": config.input_size,
+                    "variant": config.variant, "class_names": class_names})
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    np.savez(out_dir / "predictions.npz", y_true=y_true, y_score=y_score,
+             y_pred=y_score.argmax(axis=1) if len(y_score) else np.zeros(0, dtype=np.int64),
+             paths=np.array([str(r.path) for r in records]))
+    (out_dir / "confusion_matrix.json").write_text(
+        json.dumps({"class_names": class_names, "rows": "true class", "columns": "predicted class",
+                    "matrix": matrix}, indent=1) + "\n")
+    plot_confusion_matrix(np.array(matrix), class_names, out_dir / "confusion_matrix.png",
+                          title=f"CAHFW-Net {config.variant}, CAER-S {split}")
+    (out_dir / "metrics.json").write_text(json.dumps(jsonable(metrics), indent=1) + "\n")  # NaN -> null
+    return {**metrics, "confusion_matrix": matrix}
