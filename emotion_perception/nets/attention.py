@@ -1,0 +1,56 @@
+"""Channel + spatial attention placed inside BENet's residual blocks.
+
+BENet inserts this block after the last batch norm of every residual block and before the
+residual addition (layer1 Bottlenecks, branch BasicBlocks and head blocks). Channel attention
+comes first, spatial attention second, as in CBAM.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class ChannelAttention(nn.Module):
+    """Reweights channels with one MLP shared by the global-average and global-max descriptors."""
+
+    def __init__(self, channels: int, reduction: int = 2) -> None:
+        super().__init__()
+        hidden = max(1, channels // reduction)
+        # Bias-free like the formula sigma(W1 relu(W0 avg) + W1 relu(W0 max)): a bias would be
+        # added twice, once per descriptor.
+        self.mlp = nn.Sequential(
+            nn.Linear(channels, hidden, bias=False),
+            nn.ReLU(inplace=True),
+            nn.Linear(hidden, channels, bias=False),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        averaged = x.mean(dim=(2, 3))
+        maximum = x.amax(dim=(2, 3))
+        weights = torch.sigmoid(self.mlp(averaged) + self.mlp(maximum))
+        return x * weights[:, :, None, None]
+
+
+class SpatialAttention(nn.Module):
+    """Reweights positions from the channel-max and channel-mean maps through a 1x1 conv."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(2, 1, kernel_size=1, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pooled = torch.cat([x.amax(dim=1, keepdim=True), x.mean(dim=1, keepdim=True)], dim=1)
+        return x * torch.sigmoid(self.conv(pooled))
+
+
+class AttentionBlock(nn.Module):
+    """Channel attention followed by spatial attention; keeps the input shape."""
+
+    def __init__(self, channels: int, reduction: int = 2) -> None:
+        super().__init__()
+        self.channel = ChannelAttention(channels, reduction)
+        self.spatial = SpatialAttention()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.spatial(self.channel(x))

@@ -1,0 +1,183 @@
+"""One factory for every model: a registry of (config class, presets, builder) keyed by name.
+
+Each model module registers itself at import time with :func:`register_model`; the factory
+imports the known model modules on first use (``MODEL_MODULES``), so callers only ever write
+``create_model("benet", "lite", vad_head=True)`` or ``load_model_from_checkpoint(path)``.
+
+Every registered model exposes
+``example_inputs(batch: int = 1, input_size: tuple[int, int] | None = None) -> tuple[Tensor, ...]``
+(inputs at its configured size, on the model's device) so generic tools such as
+``emotion-perception model-info`` work for all of them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+# Model name -> module that registers it. A module that does not exist (yet) is skipped.
+MODEL_MODULES: dict[str, str] = {
+    "benet": "emotion_perception.nets.benet",
+    "cahfw": "emotion_perception.nets.cahfw",
+}
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """What the factory knows about one model family."""
+
+    name: str
+    config_class: type  # a frozen dataclass
+    presets: Mapping[str, Any]  # preset name -> config_class instance
+    builder: Callable[[Any], nn.Module]  # config -> model
+    default_preset: str
+
+
+MODEL_REGISTRY: dict[str, ModelEntry] = {}
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used; the message names the file and the field."""
+
+    def __init__(self, file: str | Path, field_name: str, problem: str) -> None:
+        super().__init__(f"{file}: field '{field_name}': {problem}")
+        self.file = str(file)
+        self.field_name = field_name
+        self.problem = problem
+
+
+def register_model(
+    name: str,
+    config_class: type,
+    presets: Mapping[str, Any],
+    builder: Callable[[Any], nn.Module],
+    default_preset: str,
+) -> None:
+    """Add a model family to :data:`MODEL_REGISTRY` (called once by each model module)."""
+    if not dataclasses.is_dataclass(config_class):
+        raise TypeError(f"model '{name}': config_class {config_class!r} is not a dataclass")
+    if default_preset not in presets:
+        raise ValueError(f"model '{name}': default preset '{default_preset}' is not among {sorted(presets)}")
+    for preset_name, config in presets.items():
+        if not isinstance(config, config_class):
+            raise TypeError(f"model '{name}': preset '{preset_name}' is not a {config_class.__name__}")
+    MODEL_REGISTRY[name] = ModelEntry(name, config_class, dict(presets), builder, default_preset)
+
+
+def _import_model_modules() -> None:
+    for model_name, module_name in MODEL_MODULES.items():
+        if model_name in MODEL_REGISTRY:
+            continue
+        try:
+            importlib.import_module(module_name)
+        except ModuleNotFoundError as err:
+            # Tolerate only the model module itself being absent, never a missing dependency.
+            if err.name != module_name:
+                raise
+
+
+def model_names() -> list[str]:
+    """Names of every registered model."""
+    _import_model_modules()
+    return sorted(MODEL_REGISTRY)
+
+
+def get_entry(name: str) -> ModelEntry:
+    """Registry entry of ``name``; ValueError listing the known names otherwise."""
+    _import_model_modules()
+    if name not in MODEL_REGISTRY:
+        raise ValueError(f"unknown model '{name}'; known models: {', '.join(sorted(MODEL_REGISTRY)) or 'none'}")
+    return MODEL_REGISTRY[name]
+
+
+def _as_field_value(value: Any) -> Any:
+    # Configs travel through YAML and checkpoints as lists; the frozen dataclasses hold tuples.
+    if isinstance(value, list):
+        return tuple(_as_field_value(v) for v in value)
+    return value
+
+
+def build_config(name: str, preset: str | None = None, **overrides: Any) -> Any:
+    """The config of preset ``preset`` (default preset if None) with ``overrides`` applied."""
+    entry = get_entry(name)
+    preset_name = entry.default_preset if preset is None else preset
+    if preset_name not in entry.presets:
+        raise ValueError(f"model '{name}' has no preset '{preset_name}'; presets: {', '.join(sorted(entry.presets))}")
+    known = {f.name for f in dataclasses.fields(entry.config_class)}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise ValueError(
+            f"model '{name}': unknown config field(s) {', '.join(unknown)}; fields: {', '.join(sorted(known))}"
+        )
+    values = {key: _as_field_value(value) for key, value in overrides.items()}
+    return dataclasses.replace(entry.presets[preset_name], **values)
+
+
+def config_from_dict(name: str, values: Mapping[str, Any], source: str | Path = "<config>") -> Any:
+    """Rebuild a model config from ``asdict(config)`` (e.g. a checkpoint's ``config``)."""
+    entry = get_entry(name)
+    fields = {f.name: f for f in dataclasses.fields(entry.config_class)}
+    for key in values:
+        if key not in fields:
+            raise CheckpointError(source, f"config.{key}", f"not a field of {entry.config_class.__name__}")
+    missing = [key for key, f in fields.items() if key not in values and f.default is dataclasses.MISSING
+               and f.default_factory is dataclasses.MISSING]
+    if missing:
+        raise CheckpointError(source, f"config.{missing[0]}", "missing")
+    try:
+        return entry.config_class(**{key: _as_field_value(value) for key, value in values.items()})
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(source, "config", str(err)) from err
+
+
+def create_model(name: str, preset: str | None = None, **overrides: Any) -> nn.Module:
+    """Build model ``name`` from preset ``preset`` (its default if None) plus config overrides."""
+    return get_entry(name).builder(build_config(name, preset, **overrides))
+
+
+def load_model_from_checkpoint(
+    path: str | Path, map_location: str | torch.device = "cpu"
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild the model saved in a checkpoint (see docs/ARCHITECTURE.md) and load its weights.
+
+    Returns the model (in eval mode) and the whole checkpoint dict.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: checkpoint file not found")
+    try:
+        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # torch raises many types for truncated or foreign files
+        raise CheckpointError(path, "<file>", f"not a readable torch checkpoint ({type(err).__name__}: {err})") from err
+    if not isinstance(checkpoint, dict):
+        raise CheckpointError(path, "<file>", f"expected a dict, got {type(checkpoint).__name__}")
+    for key in ("model_name", "config", "model"):
+        if key not in checkpoint:
+            raise CheckpointError(path, key, "missing")
+    name = checkpoint["model_name"]
+    if not isinstance(name, str):
+        raise CheckpointError(path, "model_name", f"expected a string, got {type(name).__name__}")
+    try:
+        get_entry(name)
+    except ValueError as err:
+        raise CheckpointError(path, "model_name", str(err)) from err
+    if not isinstance(checkpoint["config"], Mapping):
+        raise CheckpointError(path, "config", f"expected a dict, got {type(checkpoint['config']).__name__}")
+    if not isinstance(checkpoint["model"], Mapping):
+        raise CheckpointError(path, "model", f"expected a state dict, got {type(checkpoint['model']).__name__}")
+    config = config_from_dict(name, checkpoint["config"], source=path)
+    model = get_entry(name).builder(config)
+    try:
+        model.load_state_dict(checkpoint["model"], strict=True)
+    except RuntimeError as err:
+        raise CheckpointError(path, "model", f"weights do not match the config: {err}") from err
+    model.to(map_location)
+    model.eval()
+    return model, checkpoint

@@ -1,0 +1,297 @@
+"""BENet network: structure of the paper preset, attention maths, output contract, the
+inference/all paths, the factory and checkpoint loading."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from emotion_perception.nets.attention import AttentionBlock, ChannelAttention, SpatialAttention
+from emotion_perception.nets.benet import BENET_PRESETS, BENet, BENetConfig
+from emotion_perception.nets.blocks import BasicBlock, Bottleneck
+from emotion_perception.nets.factory import (
+    MODEL_REGISTRY,
+    CheckpointError,
+    build_config,
+    create_model,
+    load_model_from_checkpoint,
+    model_names,
+)
+from emotion_perception.nets.hrnet import HighResolutionModule
+
+
+def n_params(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+@pytest.fixture(scope="module")
+def tiny() -> BENet:
+    torch.manual_seed(0)
+    return create_model("benet", "tiny").eval()
+
+
+@pytest.fixture(scope="module")
+def paper_meta() -> BENet:
+    with torch.device("meta"):
+        return create_model("benet", "paper")
+
+
+# ---------------------------------------------------------------- attention against numpy
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1 / (1 + np.exp(-x))
+
+
+def test_channel_attention_matches_numpy() -> None:
+    torch.manual_seed(1)
+    block = ChannelAttention(4, reduction=2)
+    x = torch.randn(2, 4, 3, 5)
+    w0 = block.mlp[0].weight.detach().numpy()  # (2, 4)
+    w1 = block.mlp[2].weight.detach().numpy()  # (4, 2)
+    xn = x.numpy()
+    avg, mx = xn.mean(axis=(2, 3)), xn.max(axis=(2, 3))
+
+    def mlp(v: np.ndarray) -> np.ndarray:
+        return np.maximum(v @ w0.T, 0) @ w1.T
+
+    expected = xn * _sigmoid(mlp(avg) + mlp(mx))[:, :, None, None]
+    np.testing.assert_allclose(block(x).detach().numpy(), expected, rtol=1e-5, atol=1e-6)
+    assert w0.shape == (2, 4) and w1.shape == (4, 2)
+
+
+def test_spatial_attention_matches_numpy() -> None:
+    block = SpatialAttention()
+    with torch.no_grad():
+        block.conv.weight.copy_(torch.tensor([0.7, -1.3]).view(1, 2, 1, 1))
+    x = torch.randn(1, 6, 4, 4)
+    xn = x.numpy()
+    expected = xn * _sigmoid(0.7 * xn.max(axis=1, keepdims=True) - 1.3 * xn.mean(axis=1, keepdims=True))
+    np.testing.assert_allclose(block(x).detach().numpy(), expected, rtol=1e-5, atol=1e-6)
+    assert block.conv.bias is None
+
+
+def test_attention_block_is_channel_then_spatial() -> None:
+    block = AttentionBlock(8)
+    x = torch.randn(2, 8, 5, 5)
+    expected = block.spatial(block.channel(x))
+    torch.testing.assert_close(block(x), expected)
+
+
+def test_attention_sits_before_residual_add() -> None:
+    # With the attention forced to output zeros, the block reduces to relu(x + shortcut(x)).
+    block = BasicBlock(4, 4).eval()
+    block.attention = _Zero()
+    x = torch.randn(1, 4, 6, 6)
+    torch.testing.assert_close(block(x), torch.relu(x))
+    bottleneck = Bottleneck(8, 2, expansion=4).eval()
+    bottleneck.attention = _Zero()
+    torch.testing.assert_close(bottleneck(x.repeat(1, 2, 1, 1)), torch.relu(x.repeat(1, 2, 1, 1)))
+
+
+class _Zero(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.zeros_like(x)
+
+
+# ---------------------------------------------------------------- paper structure
+
+
+def test_paper_backbone_structure(paper_meta: BENet) -> None:
+    backbone = paper_meta.backbone
+    assert [m.out_channels for m in backbone.layer1] == [256] * 4
+    assert [len(stage) for stage in backbone.stages] == [2, 2, 2]
+    for stage_index, stage in enumerate(backbone.stages):
+        for module in stage:
+            assert isinstance(module, HighResolutionModule)
+            assert module.channels == (32, 64, 128, 256)[: stage_index + 2]
+            assert all(len(branch) == 3 for branch in module.branches)
+    # Stem: two stride-2 3x3 convs with 64 channels.
+    convs = [m for m in backbone.stem.modules() if isinstance(m, nn.Conv2d)]
+    assert [(c.out_channels, c.stride, c.kernel_size) for c in convs] == [(64, (2, 2), (3, 3))] * 2
+
+
+def test_every_residual_block_has_attention(paper_meta: BENet) -> None:
+    blocks = [m for m in paper_meta.modules() if isinstance(m, (BasicBlock, Bottleneck))]
+    # 4 layer1 + 3 stages x 2 modules x (2+3+4 branches) x 3 blocks... counted independently:
+    branch_blocks = 2 * 3 * (2 + 3 + 4)
+    head_blocks = 3 * 2 * 3  # three dense heads, 3 blocks at 1/4 and at 1/2
+    classification_blocks = 2 * 4  # person-centric and background, one block per branch
+    assert len(blocks) == 4 + branch_blocks + head_blocks + classification_blocks
+    assert all(isinstance(b.attention, AttentionBlock) for b in blocks)
+    # The channel-attention MLP halves the channels.
+    for block in blocks:
+        assert block.attention.channel.mlp[0].out_features == block.out_channels // 2
+
+
+def test_paper_heads_structure(paper_meta: BENet) -> None:
+    for head, k in ((paper_meta.heatmap_head, 1), (paper_meta.size_head, 2), (paper_meta.emotion_head, 26)):
+        for final in (head.final_4, head.final_2):
+            assert final[0].in_channels == 32 and final[0].out_channels == (32 + k) // 2
+            assert final[0].kernel_size == (3, 3) and final[-1].kernel_size == (1, 1)
+            assert final[-1].out_channels == k
+        deconv = head.deconv[0]
+        assert isinstance(deconv, nn.ConvTranspose2d)
+        assert (deconv.in_channels, deconv.out_channels, deconv.kernel_size, deconv.stride) == (32 + k, 32, (4, 4), (2, 2))
+    for classifier in (paper_meta.person_centric_head, paper_meta.background_head):
+        assert [b.out_channels for b in classifier.branch_blocks] == [32, 64, 128, 256]
+        linears = [m for m in classifier.classifier if isinstance(m, nn.Linear)]
+        assert [(l.in_features, l.out_features) for l in linears] == [(128, 64), (64, 26)]
+    assert paper_meta.vad_head is None  # the paper has no continuous head
+
+
+def test_paper_parameter_count_is_published_one(paper_meta: BENet) -> None:
+    total = n_params(paper_meta)
+    training_only = n_params(paper_meta.person_centric_head) + n_params(paper_meta.background_head)
+    # BENet paper: about 19.5 M parameters, about 16.5 M without the training-only heads.
+    assert 19.3e6 < total < 19.7e6
+    assert 16.3e6 < total - training_only < 16.7e6
+
+
+def test_lite_is_much_smaller_than_paper(paper_meta: BENet) -> None:
+    with torch.device("meta"):
+        lite = create_model("benet", "lite")
+    assert n_params(lite) < n_params(paper_meta) / 5
+    assert lite.config.input_size == (256, 256)
+    assert lite.config.widths == (16, 32, 64, 128)
+
+
+# ---------------------------------------------------------------- outputs
+
+
+def test_output_contract(tiny: BENet) -> None:
+    e = tiny.config.num_emotions
+    x = torch.randn(2, 3, 64, 96)
+    with torch.no_grad():
+        inference = tiny(x)
+        everything = tiny(x, heads="all")
+    expected = {
+        "heatmap_4": (2, 1, 16, 24), "heatmap_2": (2, 1, 32, 48),
+        "size_4": (2, 2, 16, 24), "size_2": (2, 2, 32, 48),
+        "emotions_4": (2, e, 16, 24), "emotions_2": (2, e, 32, 48),
+        "vad_4": (2, 3, 16, 24), "vad_2": (2, 3, 32, 48),
+    }
+    assert {k: tuple(v.shape) for k, v in inference.items()} == expected
+    assert {k: tuple(v.shape) for k, v in everything.items()} == {
+        **expected, "person_centric": (2, e), "background": (2, e)}
+    # Fusing the last module into branch 0 only must not change the dense outputs.
+    for key in expected:
+        torch.testing.assert_close(inference[key], everything[key])
+
+
+def test_heatmap_starts_at_centernet_prior(tiny: BENet) -> None:
+    with torch.no_grad():
+        out = tiny(torch.randn(1, 3, 64, 64))
+    for key in ("heatmap_4", "heatmap_2"):
+        probability = torch.sigmoid(out[key])
+        assert abs(probability.mean().item() - 0.1) < 0.01
+    assert tiny.heatmap_head.final_4[-1].bias.item() == pytest.approx(-2.19)
+
+
+def test_inference_forward_does_not_touch_training_heads() -> None:
+    torch.manual_seed(0)
+    model = create_model("benet", "tiny")
+    out = model(torch.randn(2, 3, 64, 64))
+    sum(v.sum() for v in out.values()).backward()
+    assert all(p.grad is None for p in model.person_centric_head.parameters())
+    assert all(p.grad is None for p in model.background_head.parameters())
+    assert all(p.grad is not None for p in model.emotion_head.parameters())
+
+
+def test_heads_can_be_switched_off() -> None:
+    model = create_model("benet", "tiny", vad_head=False, person_centric_head=False, background_head=False, attention=False)
+    out = model(torch.randn(2, 3, 64, 64), heads="all")
+    assert set(out) == {"heatmap_4", "heatmap_2", "size_4", "size_2", "emotions_4", "emotions_2"}
+    assert not any(isinstance(m, AttentionBlock) for m in model.modules())
+
+
+def test_bad_inputs_are_rejected(tiny: BENet) -> None:
+    with pytest.raises(ValueError, match="multiples of 32"):
+        tiny(torch.randn(1, 3, 64, 70))
+    with pytest.raises(ValueError, match="heads"):
+        tiny(torch.randn(1, 3, 64, 64), heads="training")
+    with pytest.raises(ValueError, match=r"\(B, 3, H, W\)"):
+        tiny(torch.randn(1, 1, 64, 64))
+
+
+def test_example_inputs(tiny: BENet) -> None:
+    (x,) = tiny.example_inputs(3)
+    assert x.shape == (3, 3, 64, 64)
+    (x,) = tiny.example_inputs(1, (96, 32))
+    assert x.shape == (1, 3, 96, 32)
+
+
+# ---------------------------------------------------------------- config and factory
+
+
+def test_config_validation() -> None:
+    with pytest.raises(ValueError, match="input_size"):
+        BENetConfig(input_size=(500, 500))
+    with pytest.raises(ValueError, match="stage_modules"):
+        BENetConfig(stage_modules=(2, 2))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        BENET_PRESETS["paper"].num_emotions = 3  # type: ignore[misc]
+
+
+def test_factory_overrides_and_errors() -> None:
+    assert "benet" in model_names() and "benet" in MODEL_REGISTRY
+    config = build_config("benet", "tiny", num_emotions=7, widths=[8, 16, 16, 32])
+    assert config.num_emotions == 7 and config.widths == (8, 16, 16, 32)
+    assert BENET_PRESETS["tiny"].num_emotions == 26  # presets are never mutated
+    assert build_config("benet") == BENET_PRESETS["paper"]  # default preset
+    model = create_model("benet", "tiny", num_emotions=7)
+    assert model.eval()(torch.randn(1, 3, 32, 32))["emotions_2"].shape[1] == 7
+    with pytest.raises(ValueError, match="no preset 'huge'"):
+        create_model("benet", "huge")
+    with pytest.raises(ValueError, match="unknown config field.*depth"):
+        create_model("benet", "tiny", depth=3)
+    with pytest.raises(ValueError, match="unknown model 'resnet'"):
+        create_model("resnet")
+
+
+def _save(path, model: BENet, **replace) -> None:
+    checkpoint = {"model": model.state_dict(), "model_name": "benet",
+                  "config": dataclasses.asdict(model.config), "epoch": 3}
+    checkpoint.update(replace)
+    torch.save(checkpoint, path)
+
+
+def test_checkpoint_roundtrip(tmp_path, tiny: BENet) -> None:
+    path = tmp_path / "benet.pt"
+    _save(path, tiny)
+    loaded, checkpoint = load_model_from_checkpoint(path, "cpu")
+    assert checkpoint["epoch"] == 3 and isinstance(loaded, BENet)
+    assert loaded.config == tiny.config and not loaded.training
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        for key, value in tiny(x).items():
+            torch.testing.assert_close(loaded(x)[key], value)
+
+
+def test_checkpoint_errors(tmp_path, tiny: BENet) -> None:
+    with pytest.raises(FileNotFoundError, match="missing.pt"):
+        load_model_from_checkpoint(tmp_path / "missing.pt")
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(b"not a checkpoint at all")
+    with pytest.raises(CheckpointError, match="corrupt.pt.*<file>"):
+        load_model_from_checkpoint(corrupt)
+    no_config = tmp_path / "no_config.pt"
+    torch.save({"model": tiny.state_dict(), "model_name": "benet"}, no_config)
+    with pytest.raises(CheckpointError, match="no_config.pt: field 'config': missing"):
+        load_model_from_checkpoint(no_config)
+    bad_field = tmp_path / "bad_field.pt"
+    _save(bad_field, tiny, config={**dataclasses.asdict(tiny.config), "depth": 3})
+    with pytest.raises(CheckpointError, match="bad_field.pt: field 'config.depth'"):
+        load_model_from_checkpoint(bad_field)
+    bad_name = tmp_path / "bad_name.pt"
+    _save(bad_name, tiny, model_name="yolo")
+    with pytest.raises(CheckpointError, match="bad_name.pt: field 'model_name'"):
+        load_model_from_checkpoint(bad_name)
+    mismatch = tmp_path / "mismatch.pt"
+    _save(mismatch, tiny, config={**dataclasses.asdict(tiny.config), "num_emotions": 7})
+    with pytest.raises(CheckpointError, match="mismatch.pt: field 'model'"):
+        load_model_from_checkpoint(mismatch)
