@@ -1,0 +1,76 @@
+"""``emotion-perception eval {benet,cahfw}``: a checkpoint's paper metrics, predictions and plots.
+
+Only argparse at module level; the evaluation modules are imported when the command runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def _common_options(parser: argparse.ArgumentParser, dataset: str, default_out: str) -> None:
+    parser.add_argument("--checkpoint", type=Path, required=True, help="a training checkpoint (best.pt, final.pt)")
+    parser.add_argument("--data", type=Path, required=True, help=f"{dataset} root folder")
+    parser.add_argument("--split", choices=("val", "test"), default="test", help="split to evaluate (default: test)")
+    parser.add_argument("--out", type=Path, default=Path(default_out),
+                        help=f"folder for metrics.json, predictions.npz and plots (default: {default_out})")
+    parser.add_argument("--batch-size", type=int, default=8, help="images per forward pass")
+    parser.add_argument("--workers", type=int, default=0, help="DataLoader workers")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    models = parser.add_subparsers(dest="model", metavar="MODEL", required=True)
+    benet = models.add_parser("benet", help="BENet on EMOTIC: GT-centre mAP (BU, PC, fusion), COCO AP, joint protocol",
+                              description="Evaluate a BENet checkpoint with the BENet paper's protocols.")
+    _common_options(benet, "EMOTIC", "runs/eval_benet")
+    benet.add_argument("--top-k", type=int, default=100, help="detections kept per image (default: 100, COCO's)")
+    benet.add_argument("--threshold", type=float, default=0.01, help="minimum centre score of a detection")
+    benet.add_argument("--flip-test", action="store_true", help="average with the horizontally flipped image")
+    benet.add_argument("--examples", type=int, default=4, help="example figures to draw (default: 4)")
+    benet.add_argument("--max-images", type=int, default=0, help="evaluate only the first N images (0: all)")
+    cahfw = models.add_parser("cahfw", help="CAHFW-Net on CAER-S: accuracy, per-class accuracy, confusion matrix",
+                              description="Evaluate a CAHFW-Net checkpoint with the CAHFW-Net paper's metrics.")
+    _common_options(cahfw, "CAER-S", "runs/eval_cahfw")
+
+
+def _summary(model: str, metrics: dict) -> str:
+    def pct(value) -> str:
+        return "n/a" if value is None or value != value else f"{100 * value:.2f}"
+
+    if model == "benet":
+        parts = [f"GT-centre mAP BU {pct(metrics['gt_centre']['bu']['mAP'])}"]
+        for name in ("pc", "fusion"):
+            if name in metrics["gt_centre"]:
+                parts.append(f"{name.upper() if name == 'pc' else name} {pct(metrics['gt_centre'][name]['mAP'])}")
+        parts.append(f"detection AP {pct(metrics['detection']['AP'])} AP50 {pct(metrics['detection']['AP50'])}")
+        parts.append(f"joint mAP {pct(metrics['joint']['mAP'])}")
+        return ", ".join(parts)
+    return f"accuracy {pct(metrics.get('accuracy'))}, mean per-class accuracy {pct(metrics.get('mean_class_accuracy'))}"
+
+
+def main(args: argparse.Namespace) -> int:
+    import sys
+
+    from emotion_perception.nets.factory import CheckpointError
+
+    try:
+        if args.model == "benet":
+            from emotion_perception.eval.benet import evaluate_benet
+
+            metrics = evaluate_benet(
+                args.checkpoint, args.data, args.split, args.out, batch_size=args.batch_size, workers=args.workers,
+                device=args.device, top_k=args.top_k, threshold=args.threshold, flip_test=args.flip_test,
+                num_examples=args.examples, max_images=args.max_images,
+            )
+        else:
+            from emotion_perception.eval.cahfw import evaluate_cahfw
+
+            metrics = evaluate_cahfw(args.checkpoint, args.data, args.split, args.out, batch_size=args.batch_size,
+                                     workers=args.workers, device=args.device)
+    except (CheckpointError, FileNotFoundError, ValueError) as err:
+        print(f"emotion-perception eval {args.model}: {err}", file=sys.stderr)
+        return 2
+    print(f"{_summary(args.model, metrics)}; written to {args.out}")
+    return 0
