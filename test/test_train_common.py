@@ -15,6 +15,7 @@ import torch
 import torch.multiprocessing as mp
 from torch import nn
 
+from emotion_perception.nets.factory import CheckpointError
 from emotion_perception.train import common as C
 
 
@@ -122,10 +123,10 @@ def test_checkpoint_errors_name_the_file(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="missing.pt"):
         C.load_checkpoint(tmp_path / "missing.pt")
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
-    with pytest.raises(C.ConfigError, match="junk.pt"):
+    with pytest.raises(CheckpointError, match="junk.pt"):
         C.load_checkpoint(tmp_path / "junk.pt")
     torch.save({"model": {}}, tmp_path / "partial.pt")
-    with pytest.raises(C.ConfigError, match=r"partial.pt: field 'model_name': missing"):
+    with pytest.raises(CheckpointError, match=r"partial.pt: field 'model_name': missing"):
         C.load_checkpoint(tmp_path / "partial.pt")
     model = _tiny_model()
     C.save_checkpoint(tmp_path / "noopt.pt", model=model, model_name="toy", model_config={})

@@ -142,12 +142,14 @@ def create_model(name: str, preset: str | None = None, **overrides: Any) -> nn.M
     return get_entry(name).builder(build_config(name, preset, **overrides))
 
 
-def load_model_from_checkpoint(
-    path: str | Path, map_location: str | torch.device = "cpu"
-) -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild the model saved in a checkpoint (see docs/ARCHITECTURE.md) and load its weights.
+def read_checkpoint(
+    path: str | Path, map_location: str | torch.device = "cpu",
+    required: tuple[str, ...] = ("model_name", "config", "model"),
+) -> dict[str, Any]:
+    """Read a checkpoint with ``weights_only=True``: a dict holding at least ``required``.
 
-    Returns the model (in eval mode) and the whole checkpoint dict.
+    FileNotFoundError for a missing file, CheckpointError (naming file and field) for a corrupt
+    or foreign one. The one place checkpoints are read, for every layer.
     """
     path = Path(path)
     if not path.is_file():
@@ -158,9 +160,21 @@ def load_model_from_checkpoint(
         raise CheckpointError(path, "<file>", f"not a readable torch checkpoint ({type(err).__name__}: {err})") from err
     if not isinstance(checkpoint, dict):
         raise CheckpointError(path, "<file>", f"expected a dict, got {type(checkpoint).__name__}")
-    for key in ("model_name", "config", "model"):
+    for key in required:
         if key not in checkpoint:
             raise CheckpointError(path, key, "missing")
+    return checkpoint
+
+
+def load_model_from_checkpoint(
+    path: str | Path, map_location: str | torch.device = "cpu"
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild the model saved in a checkpoint (see docs/ARCHITECTURE.md) and load its weights.
+
+    Returns the model (in eval mode) and the whole checkpoint dict.
+    """
+    path = Path(path)
+    checkpoint = read_checkpoint(path, map_location)
     name = checkpoint["model_name"]
     if not isinstance(name, str):
         raise CheckpointError(path, "model_name", f"expected a string, got {type(name).__name__}")

@@ -368,20 +368,10 @@ CHECKPOINT_KEYS = ("model", "model_name", "config", "epoch")
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a checkpoint with ``weights_only=True``; a clear error for a missing or foreign file."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: checkpoint file not found")
-    try:
-        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # torch raises many types for truncated or foreign files
-        raise ConfigError(path, "<file>", f"not a readable torch checkpoint ({type(err).__name__}: {err})") from err
-    if not isinstance(checkpoint, dict):
-        raise ConfigError(path, "<file>", f"expected a dict, got {type(checkpoint).__name__}")
-    for key in CHECKPOINT_KEYS:
-        if key not in checkpoint:
-            raise ConfigError(path, key, "missing")
-    return checkpoint
+    """Read a training checkpoint (weights_only=True); FileNotFoundError or CheckpointError otherwise."""
+    from emotion_perception.nets.factory import read_checkpoint
+
+    return read_checkpoint(path, map_location, required=CHECKPOINT_KEYS)
 
 
 def restore_training_state(

@@ -1,0 +1,51 @@
+"""Make a shippable model file from a training checkpoint: weights, config and metrics only.
+
+    python -m emotion_perception.train.ship runs/RUN/best.pt models/NAME.pt [--note "..."]
+
+Training checkpoints also hold optimizer, scheduler and scaler state (about twice the size);
+a robot needs none of it. The result loads like any checkpoint (``load_model_from_checkpoint``,
+``load_predictor``), with ``torch.load(..., weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+from pathlib import Path
+
+import torch
+
+from emotion_perception.train.common import load_checkpoint
+
+KEEP = ("model", "model_name", "config", "epoch", "metrics", "train_config")
+
+
+def ship_checkpoint(source: str | Path, destination: str | Path, note: str = "") -> dict:
+    """Write the inference part of ``source`` to ``destination``; returns what was kept."""
+    checkpoint = load_checkpoint(source)
+    missing = [key for key in ("model", "model_name", "config") if key not in checkpoint]
+    if missing:
+        raise ValueError(f"{source}: not a training checkpoint of this project (missing {missing})")
+    shipped = {key: checkpoint[key] for key in KEEP if key in checkpoint}
+    shipped["provenance"] = {"source": str(source), "note": note}
+    destination = Path(destination)
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(shipped, destination)
+    shipped["sha256"] = hashlib.sha256(destination.read_bytes()).hexdigest()
+    return shipped
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("source")
+    parser.add_argument("destination")
+    parser.add_argument("--note", default="")
+    args = parser.parse_args()
+    shipped = ship_checkpoint(args.source, args.destination, args.note)
+    size = Path(args.destination).stat().st_size / 2**20
+    print(f"{args.destination}: {shipped['model_name']}, epoch {shipped.get('epoch')}, {size:.1f} MB, sha256 {shipped['sha256'][:16]}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
