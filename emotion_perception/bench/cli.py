@@ -1,0 +1,32 @@
+"""`emotion-perception bench`: benchmark subcommands (``bench model``, ...).
+
+Each bench subcommand lives in a module exposing ``add_arguments(parser)`` (argparse only,
+cheap to import) and ``main(args) -> int``, like the top-level commands; add a row to
+:data:`BENCH_COMMANDS` to add one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+
+# name -> (module, one-line help)
+BENCH_COMMANDS: dict[str, tuple[str, str]] = {
+    "model": ("emotion_perception.bench.model_bench",
+              "latency/throughput of a model per backend, precision, input size, batch and number of people"),
+    "bag": ("emotion_perception.bench.bag_bench",
+            "replay rosbags to the real nodes over DDS: throughput, end-to-end latency percentiles, drops"),
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="bench_command", metavar="BENCHMARK", required=True)
+    for name, (module_name, help_text) in BENCH_COMMANDS.items():
+        module = importlib.import_module(module_name)
+        command = sub.add_parser(name, help=help_text, description=help_text)
+        module.add_arguments(command)
+        command.set_defaults(_bench_main=module.main)
+
+
+def main(args: argparse.Namespace) -> int:
+    return int(args._bench_main(args) or 0)

@@ -1,0 +1,114 @@
+"""`emotion-perception predict`: run a model on images; print, save JSON, draw.
+
+Also the quickest way to check that backends agree: run the same images with ``--backend torch``
+and ``--backend onnxruntime`` and compare the JSON files.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+BACKENDS = ("auto", "tensorrt", "onnxruntime", "torch")
+PRECISIONS = ("auto", "fp32", "fp16", "int8")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("images", nargs="+", type=Path, metavar="IMAGES", help="image files")
+    parser.add_argument("--model", required=True, type=Path, help="checkpoint (.pt), ONNX export or TensorRT engine")
+    parser.add_argument("--backend", choices=BACKENDS, default="auto", help="inference backend (default: auto)")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    parser.add_argument("--precision", choices=PRECISIONS, default="auto", help="torch/TensorRT precision")
+    parser.add_argument("--input-size", nargs=2, type=int, metavar=("H", "W"),
+                        help="BENet canvas, multiples of 32 (default: longer side at the training size)")
+    parser.add_argument("--threshold", type=float, default=0.3, help="person/face detection threshold in [0, 1]")
+    parser.add_argument("--max-people", type=int, default=15, help="at most this many people per image")
+    parser.add_argument("--flip-test", action="store_true", help="average with the mirrored image")
+    parser.add_argument("--top", type=int, default=3, help="labels listed per person")
+    parser.add_argument("--face-detector", choices=("auto", "hog", "cnn"), default="auto",
+                        help="CAHFW-Net: dlib face detector (auto: cnn with CUDA dlib on a GPU, else hog)")
+    parser.add_argument("--json", type=Path, help="write the predictions to this JSON file")
+    parser.add_argument("--draw", type=Path, metavar="DIR", help="write images with boxes and labels to DIR")
+    parser.add_argument("--cache-dir", type=Path, help="where exported ONNX models and engines are cached")
+
+
+def person_record(person: Any, categories: tuple[str, ...], top: int) -> dict[str, Any]:
+    """The JSON form of one PersonPrediction (see docs/DEPLOYMENT.md, "predict")."""
+    import math
+
+    from emotion_perception.data.categories import VAD_NAMES
+    from emotion_perception.runtime.predictor import top_labels
+
+    vad = [float(v) for v in person.vad]
+    return {
+        "box": [round(float(v), 2) for v in person.box],
+        "score": round(float(person.score), 5),
+        "scores": {name: round(float(p), 5) for name, p in zip(categories, person.scores)},
+        "top_labels": [{"label": name, "score": round(p, 5)} for name, p in top_labels(person.scores, categories, top)],
+        "vad": None if all(math.isnan(v) for v in vad) else dict(zip(VAD_NAMES, (round(v, 5) for v in vad))),
+    }
+
+
+def main(args: argparse.Namespace) -> int:
+    import json
+    import logging
+    import sys
+    import time
+
+    import numpy as np
+
+    from emotion_perception.data.imageio import read_rgb, write_rgb
+    from emotion_perception.runtime.draw import caption, draw_people
+    from emotion_perception.runtime.predictor import load_predictor
+
+    # Our own progress at INFO; third-party libraries (ONNX Runtime's quantiser) only warnings.
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("emotion_perception").setLevel(logging.INFO)
+    try:
+        images = [(path, read_rgb(path)) for path in args.images]
+        predictor = load_predictor(
+            args.model, backend=args.backend, device=args.device,
+            input_size=tuple(args.input_size) if args.input_size else None, precision=args.precision,
+            cache_dir=args.cache_dir, face_detector=args.face_detector,
+        )
+    except (FileNotFoundError, ValueError, ImportError, RuntimeError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    categories = predictor.categories
+    results = []
+    for path, image in images:
+        started = time.perf_counter()
+        try:
+            people = predictor.predict(image, detection_threshold=args.threshold, max_people=args.max_people,
+                                       flip_test=args.flip_test)
+        except ValueError as err:
+            print(f"error: {path}: {err}", file=sys.stderr)
+            return 2
+        latency_ms = (time.perf_counter() - started) * 1000
+        print(f"{path}: {len(people)} {'person' if len(people) == 1 else 'people'} ({latency_ms:.1f} ms)")
+        records = [person_record(p, categories, args.top) for p in people]
+        for index, record in enumerate(records, 1):
+            labels = ", ".join(f"{t['label']} {t['score']:.2f}" for t in record["top_labels"])
+            vad = "" if record["vad"] is None else "  VAD " + " ".join(f"{v:.2f}" for v in record["vad"].values())
+            print(f"  #{index} box {record['box']} score {record['score']:.2f}: {labels}{vad}")
+        results.append({"path": str(path), "width": int(image.shape[1]), "height": int(image.shape[0]),
+                        "latency_ms": round(latency_ms, 3), "people": records})
+        if args.draw is not None:
+            args.draw.mkdir(parents=True, exist_ok=True)
+            captions = [caption(r["score"], [t["label"] for t in r["top_labels"]], [t["score"] for t in r["top_labels"]])
+                        for r in records]
+            boxes = np.array([p.box for p in people], dtype=np.float32).reshape(-1, 4)
+            write_rgb(args.draw / f"{path.stem}.pred.png", draw_people(image, boxes, captions))
+    if args.json is not None:
+        document = {
+            "model": {"path": str(args.model), "model_name": predictor.model_name, "preset": predictor.card.preset,
+                      "backend": predictor.backend_name, "device": predictor.device, "precision": predictor.precision,
+                      "categories": list(categories), "has_vad": predictor.has_vad},
+            "settings": {"threshold": args.threshold, "max_people": args.max_people, "flip_test": args.flip_test},
+            "images": results,
+        }
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+        print(f"wrote {args.json}")
+    return 0

@@ -1,0 +1,438 @@
+"""Predictors: an RGB image in, a list of people with emotion scores out (docs/ARCHITECTURE.md,
+"Runtime interface"). One class per model family, both behind :func:`load_predictor`.
+
+* BENet (bottom-up, one pass whatever the number of people): letterbox + normalise on the
+  backend's device, the network, then decoding (inside the graph for ``--with-decode`` exports,
+  else :func:`emotion_perception.nets.decode.decode` in torch on the same device).
+* CAHFW-Net (top-down): dlib face detection, one face crop + masked context per face
+  (:func:`emotion_perception.data.faces.faces_and_contexts`, the function training uses), all
+  faces classified in one batch; box = face box, score = detector confidence mapped to [0, 1],
+  scores = softmax over the 7 CAER-S classes, VAD NaN.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from emotion_perception.export.model_card import ModelCard
+from emotion_perception.runtime.backend import Backend
+from emotion_perception.runtime.preprocess import (
+    canvas_geometry,
+    check_image,
+    letterbox_row,
+    normalise_numpy,
+    preprocess_numpy,
+    preprocess_torch,
+)
+
+LOGGER = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PersonPrediction:
+    """One person: box (4,) float32 x1y1x2y2 in pixels of the input image, detection score,
+    per-category scores (C,) float32 in [0, 1], VAD (3,) float32 in [0, 1] (NaN if not predicted)."""
+
+    box: np.ndarray
+    score: float
+    scores: np.ndarray
+    vad: np.ndarray
+
+
+def top_labels(scores: np.ndarray, categories: tuple[str, ...], count: int = 3) -> list[tuple[str, float]]:
+    """The ``count`` highest-scoring categories, best first."""
+    order = np.argsort(-np.asarray(scores), kind="stable")[:count]
+    return [(categories[i], float(scores[i])) for i in order]
+
+
+def _check_call(detection_threshold: float, max_people: int) -> None:
+    if not 0.0 <= float(detection_threshold) <= 1.0:
+        raise ValueError(f"detection_threshold must be in [0, 1], got {detection_threshold}")
+    if int(max_people) != max_people or max_people < 0:
+        raise ValueError(f"max_people must be a non-negative integer, got {max_people}")
+
+
+class Predictor(ABC):
+    """Shared attributes of the predictors (see docs/ARCHITECTURE.md, "Runtime interface")."""
+
+    def __init__(self, backend: Backend, card: ModelCard, input_size: tuple[int, int] | None = None) -> None:
+        self.backend = backend
+        self.card = card
+        self.input_size = tuple(input_size) if input_size is not None else None
+        self._warned: set[str] = set()
+
+    @property
+    def model_name(self) -> str:
+        return self.card.model_name
+
+    @property
+    def categories(self) -> tuple[str, ...]:
+        return tuple(self.card.categories)
+
+    @property
+    def has_vad(self) -> bool:
+        return bool(self.card.has_vad)
+
+    @property
+    def backend_name(self) -> str:
+        return self.backend.name
+
+    @property
+    def device(self) -> str:
+        return self.backend.device
+
+    @property
+    def precision(self) -> str:
+        return self.backend.precision
+
+    def _warn_once(self, key: str, message: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            LOGGER.warning(message)
+
+    def _to_backend(self, array: np.ndarray) -> Any:
+        """A host array as the backend wants it (a torch tensor on its device for GPU backends)."""
+        if self.backend.array_type == "numpy":
+            return array
+        import torch
+
+        return torch.from_numpy(np.ascontiguousarray(array)).to(self.backend.device, non_blocking=True)
+
+    @abstractmethod
+    def predict(self, image_rgb: np.ndarray, detection_threshold: float = 0.3, max_people: int = 15,
+                flip_test: bool = False) -> list[PersonPrediction]:
+        """People in an (H, W, 3) uint8 RGB image, strongest first (boxes in its pixels)."""
+
+    def close(self) -> None:
+        self.backend.close()
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(model={self.model_name}, preset={self.card.preset}, backend={self.backend_name}, "
+                f"device={self.device}, precision={self.precision})")
+
+
+def _to_numpy(value: Any) -> np.ndarray:
+    if isinstance(value, np.ndarray):
+        return value
+    return value.detach().float().cpu().numpy() if value.dtype.is_floating_point else value.detach().cpu().numpy()
+
+
+class BENetPredictor(Predictor):
+    """Bottom-up: every person from one network pass (see module docstring)."""
+
+    def preprocess(self, image_rgb: np.ndarray) -> tuple[Any, Any]:
+        """(network input (1, 3, H, W), letterbox parameters) on the backend's device."""
+        image_rgb = check_image(image_rgb)
+        params = canvas_geometry(image_rgb.shape[0], image_rgb.shape[1], self.card, self.input_size)
+        if self.backend.array_type == "torch":
+            return preprocess_torch(image_rgb, params, self.card.normalisation, self.backend.device), params
+        return preprocess_numpy(image_rgb, params, self.card.normalisation), params
+
+    def predict(self, image_rgb: np.ndarray, detection_threshold: float = 0.3, max_people: int = 15,
+                flip_test: bool = False) -> list[PersonPrediction]:
+        _check_call(detection_threshold, max_people)
+        image, params = self.preprocess(image_rgb)
+        if max_people == 0:
+            return []
+        if self.card.with_decode:
+            decoded = self._run_decoding_graph(image, params, max_people, flip_test)
+        else:
+            decoded = self._run_maps_and_decode(image, params, detection_threshold, max_people, flip_test)
+        boxes, scores, emotions, vad, valid = (decoded[name] for name in ("boxes", "scores", "emotions", "vad", "valid"))
+        keep = np.flatnonzero(valid[0] & (scores[0] >= detection_threshold))[:max_people]
+        width, height = params.input_width, params.input_height
+        people = []
+        for row in keep:
+            box = boxes[0, row].astype(np.float32).copy()
+            box[[0, 2]] = box[[0, 2]].clip(0, width)
+            box[[1, 3]] = box[[1, 3]].clip(0, height)
+            people.append(PersonPrediction(box, float(scores[0, row]), emotions[0, row].astype(np.float32),
+                                           vad[0, row].astype(np.float32)))
+        return people
+
+    def _run_decoding_graph(self, image: Any, params: Any, max_people: int, flip_test: bool) -> dict[str, np.ndarray]:
+        graph_flips = bool(self.card.decode.get("flip_test"))
+        if flip_test and not graph_flips:
+            raise ValueError("flip_test: this model was exported with decoding in the graph and without flip test; "
+                             "export it with --flip-test, or without --with-decode")
+        if graph_flips and not flip_test:
+            self._warn_once("flip", "this model's graph always averages with the mirrored image (exported with --flip-test)")
+        top_k = int(self.card.decode["top_k"])
+        if max_people > top_k:
+            self._warn_once("top_k", f"max_people={max_people} > the {top_k} rows of this model's decoding graph; "
+                                     f"returning at most {top_k}")
+        outputs = self.backend.infer({"image": image, "letterbox": self._to_backend(letterbox_row(params))})
+        return {name: _to_numpy(value) for name, value in outputs.items()}
+
+    def _run_maps_and_decode(self, image: Any, params: Any, threshold: float, max_people: int,
+                             flip_test: bool) -> dict[str, np.ndarray]:
+        import torch
+
+        from emotion_perception.nets.decode import DecodeConfig, decode
+
+        if flip_test:
+            image = np.concatenate([image, image[..., ::-1]]) if isinstance(image, np.ndarray) else \
+                torch.cat([image, image.flip(-1)])
+        maps = self.backend.infer({"image": np.ascontiguousarray(image) if isinstance(image, np.ndarray) else image})
+        maps = {k: torch.from_numpy(v) if isinstance(v, np.ndarray) else v for k, v in maps.items()}
+        outputs = {k: v[:1] for k, v in maps.items()}
+        flipped = {k: v[1:] for k, v in maps.items()} if flip_test else None
+        map_pixels = maps["heatmap_2"].shape[2] * maps["heatmap_2"].shape[3]
+        config = DecodeConfig(top_k=max(1, min(max_people, map_pixels)), threshold=threshold)
+        letterbox = torch.from_numpy(letterbox_row(params)).to(maps["heatmap_2"].device)
+        on_cpu = maps["heatmap_2"].device.type == "cpu"
+        with torch.inference_mode(), (single_torch_thread() if on_cpu else contextlib.nullcontext()):
+            decoded = decode(outputs, letterbox, config, flipped)
+        return {name: _to_numpy(value) for name, value in decoded.items()}
+
+
+@contextlib.contextmanager
+def single_torch_thread() -> Iterator[None]:
+    """Run the enclosed torch CPU ops on one thread, then restore the previous setting.
+
+    Decoding works on maps of a few hundred kilobytes: OpenMP threads cost more than they save
+    there, and on a CPU shared with other processes (a robot's other nodes) a parallel region
+    waits for its slowest, descheduled thread. Measured on this project's 2-core machines under
+    load: 12 ms with one thread against 80 ms with two for BENet ``lite`` maps.
+    """
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def detection_confidence(raw_scores: np.ndarray) -> np.ndarray:
+    """dlib detector scores (SVM / MMOD margins, 0 at the default operating point) -> [0, 1]
+    by the logistic function: 0.5 at dlib's own threshold, monotonic, so rankings are kept."""
+    return (1.0 / (1.0 + np.exp(-np.asarray(raw_scores, dtype=np.float64)))).astype(np.float32)
+
+
+class CAHFWPredictor(Predictor):
+    """Top-down: detect faces, then classify every face (one batch) with its context."""
+
+    def __init__(self, backend: Backend, card: ModelCard, face_detector: Any, face_scale: float = 1.0) -> None:
+        super().__init__(backend, card)
+        self.face_detector = face_detector
+        self.face_scale = float(face_scale)
+        spec = backend.inputs[0]
+        self._max_batch = int(spec.max_shape[0]) if spec.max_shape is not None else None
+
+    def predict(self, image_rgb: np.ndarray, detection_threshold: float = 0.3, max_people: int = 15,
+                flip_test: bool = False) -> list[PersonPrediction]:
+        _check_call(detection_threshold, max_people)
+        image_rgb = check_image(image_rgb)
+        detections = self.face_detector.detect(image_rgb)
+        confidence = detection_confidence(detections[:, 4])
+        keep = np.flatnonzero(confidence >= detection_threshold)[:max_people]
+        if len(keep) == 0:
+            return []
+        boxes = detections[keep, :4]
+        probabilities = self.classify_faces(image_rgb, boxes, flip_test)
+        vad = np.full(3, np.nan, dtype=np.float32)
+        return [PersonPrediction(boxes[i].astype(np.float32), float(confidence[keep[i]]), probabilities[i], vad.copy())
+                for i in range(len(keep))]
+
+    def classify_faces(self, image_rgb: np.ndarray, face_boxes: np.ndarray, flip_test: bool = False) -> np.ndarray:
+        """(K, C) float32 class probabilities of the faces at ``face_boxes`` (K, 4) in one batch."""
+        from emotion_perception.data.faces import faces_and_contexts
+
+        image_rgb = check_image(image_rgb)
+        face_boxes = np.asarray(face_boxes, dtype=np.float32).reshape(-1, 4)
+        if len(face_boxes) == 0:
+            return np.zeros((0, len(self.categories)), dtype=np.float32)
+        size = int(self.card.input_size[0])
+        faces, contexts = faces_and_contexts(image_rgb, face_boxes, size, self.face_scale)
+        face_batch = normalise_numpy(faces, self.card.normalisation)
+        context_batch = normalise_numpy(contexts, self.card.normalisation)
+        if flip_test:
+            face_batch = np.concatenate([face_batch, face_batch[..., ::-1]])
+            context_batch = np.concatenate([context_batch, context_batch[..., ::-1]])
+        logits = []
+        step = self._max_batch or len(face_batch)
+        for start in range(0, len(face_batch), step):
+            outputs = self.backend.infer({
+                "face": self._to_backend(np.ascontiguousarray(face_batch[start:start + step])),
+                "context": self._to_backend(np.ascontiguousarray(context_batch[start:start + step])),
+            })
+            logits.append(_to_numpy(outputs["logits"]).astype(np.float64))
+        stacked = np.concatenate(logits)
+        stacked -= stacked.max(axis=1, keepdims=True)
+        probabilities = np.exp(stacked)
+        probabilities /= probabilities.sum(axis=1, keepdims=True)
+        if flip_test:
+            count = len(face_boxes)
+            probabilities = (probabilities[:count] + probabilities[count:]) / 2
+        return probabilities.astype(np.float32)
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _face_detector(method: str, device: str) -> Any:
+    from emotion_perception.data.faces import FaceDetector
+
+    if method == "auto":
+        try:
+            import dlib
+        except ImportError:
+            dlib = None  # FaceDetector below says how to install it
+        # The CNN detector is accurate but takes seconds per frame on a CPU; HOG runs in tens of ms.
+        method = "cnn" if getattr(dlib, "DLIB_USE_CUDA", False) and device.startswith("cuda") else "hog"
+    return FaceDetector(method=method)
+
+
+def load_predictor(
+    model_path: str | Path,
+    backend: str = "auto",
+    device: str = "auto",
+    input_size: tuple[int, int] | None = None,
+    *,
+    precision: str = "auto",
+    cache_dir: str | Path | None = None,
+    face_detector: str | Any = "auto",
+    face_scale: float = 1.0,
+    threads: int | None = None,
+    compile: bool = False,
+    cuda_graph: bool = False,
+) -> Predictor:
+    """A predictor for a checkpoint (.pt), an ONNX export or a TensorRT engine.
+
+    The model family, categories and input normalisation come from the file's own metadata
+    (checkpoint config / model card). ``backend`` is auto | tensorrt | onnxruntime | torch and
+    ``device`` auto | cpu | cuda[:N] (see :mod:`emotion_perception.runtime.model_files` for
+    what auto picks). ``input_size`` (H, W) fixes BENet's canvas (default: longer side at the
+    training size, padded to the stride). ``face_detector`` (CAHFW-Net) is "auto", "hog", "cnn"
+    or an object with ``detect(image_rgb) -> (K, 5)``. ``threads``: CPU intra-op threads
+    (ONNX Runtime default: the physical cores; PyTorch: ``torch.set_num_threads``, process-wide).
+    """
+    from emotion_perception.runtime.model_files import (
+        choose_backend,
+        default_cache_dir,
+        detect_model_kind,
+        probe_availability,
+    )
+
+    model_path = Path(model_path)
+    kind = detect_model_kind(model_path)
+    available = probe_availability()
+    backend_name, resolved_device, reason = choose_backend(kind, backend, device, available)
+    LOGGER.info("%s: backend %s on %s (%s)", model_path.name, backend_name, resolved_device, reason)
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    if input_size is not None:
+        input_size = (int(input_size[0]), int(input_size[1]))
+
+    if backend_name == "torch":
+        runner, card = _torch_backend(model_path, resolved_device, precision, compile, cuda_graph, threads)
+    elif backend_name == "onnxruntime":
+        runner, card = _onnxruntime_backend(model_path, kind, resolved_device, precision, cache, threads, available)
+    else:
+        runner, card = _tensorrt_backend(model_path, kind, resolved_device, precision, cache, cuda_graph)
+
+    if card.model_name == "cahfw":
+        if input_size is not None and tuple(input_size) != tuple(card.input_size):
+            raise ValueError(f"CAHFW-Net takes fixed {tuple(card.input_size)} face/context inputs; input_size "
+                             f"{tuple(input_size)} does not apply")
+        detector = _face_detector(face_detector, resolved_device) if isinstance(face_detector, str) else face_detector
+        return CAHFWPredictor(runner, card, detector, face_scale)
+    if input_size is not None:
+        canvas_geometry(input_size[0], input_size[1], card, input_size)  # validates before the first frame
+    return BENetPredictor(runner, card, input_size)
+
+
+def _torch_backend(path: Path, device: str, precision: str, compile: bool, cuda_graph: bool, threads: int | None):
+    from emotion_perception.export.graphs import build_deploy_graph, make_card
+    from emotion_perception.nets.factory import load_model_from_checkpoint
+    from emotion_perception.runtime.torch_backend import TorchBackend
+
+    model, _ = load_model_from_checkpoint(path, map_location="cpu")
+    graph = build_deploy_graph(model)
+    card = make_card(model, graph, with_decode=False, decode_config=None,
+                     precision="fp16" if precision == "auto" and device != "cpu" else
+                     ("fp32" if precision == "auto" else precision))
+    backend = TorchBackend(model, card, device, precision, compile=compile, cuda_graph=cuda_graph, threads=threads)
+    return backend, card
+
+
+def _onnxruntime_backend(path: Path, kind: str, device: str, precision: str, cache: Path, threads, available):
+    from emotion_perception.export.model_card import read_onnx_card
+    from emotion_perception.runtime.model_files import cached_int8_onnx, cached_onnx
+    from emotion_perception.runtime.onnxruntime_backend import OnnxRuntimeBackend
+
+    if precision not in ("auto", "fp32", "fp16", "int8"):
+        raise ValueError(f"precision must be auto, fp32, fp16 or int8, got {precision!r}")
+    if precision == "fp16" and device == "cpu":
+        raise ValueError("fp16 is for GPUs (ONNX Runtime's CPU kernels are fp32); on CPU use fp32 or int8")
+    if kind == "checkpoint":
+        onnx_path, card = cached_onnx(path, cache, "fp16" if precision == "fp16" else "fp32")
+    else:
+        onnx_path, card = path, read_onnx_card(path)
+    if precision == "int8" and card.precision != "int8":
+        onnx_path, card = cached_int8_onnx(onnx_path, cache)
+    # On a GPU the TensorRT provider may build fp16 kernels from an fp32 graph.
+    trt_fp16 = device != "cpu" and precision in ("auto", "fp16")
+    backend = OnnxRuntimeBackend(onnx_path, card, device, threads=threads, cache_dir=cache,
+                                 providers=available.onnxruntime_providers, trt_fp16=trt_fp16)
+    return backend, card
+
+
+def _tensorrt_backend(path: Path, kind: str, device: str, precision: str, cache: Path, cuda_graph: bool):
+    from emotion_perception.export.tensorrt_build import (
+        current_gpu,
+        ensure_engine,
+        has_weak_fp16_flag,
+        import_tensorrt,
+        read_engine_record,
+    )
+    from emotion_perception.export.model_card import read_onnx_card
+    from emotion_perception.runtime.model_files import ModelFileError, cached_int8_onnx, cached_onnx
+    from emotion_perception.runtime.tensorrt_backend import TensorRTBackend
+
+    trt = import_tensorrt()
+    device_index = int(device.split(":")[1]) if ":" in device else 0
+    engine_precision = "fp16" if precision == "auto" else precision
+    engines = cache / "engines"
+    if kind == "engine":
+        card, key = read_engine_record(path)
+        if card is None:
+            raise ModelFileError(path, "no model card '<engine>.json' beside the engine: build engines with "
+                                       "'emotion-perception export --format tensorrt'")
+        gpu = current_gpu(device_index)
+        mismatch = [f"{field}: engine {key.get(field)!r}, here {value!r}" for field, value in
+                    (("tensorrt_version", str(trt.__version__)), ("gpu_name", gpu.name),
+                     ("compute_capability", gpu.compute_capability)) if key and key.get(field) != value]
+        if key is None or mismatch:
+            source = Path((card.tensorrt or {}).get("onnx_path", ""))
+            if not source.is_file():
+                raise ModelFileError(path, f"engine built for another machine ({'; '.join(mismatch) or 'no key'}) and "
+                                           "its source ONNX file is not available to rebuild it")
+            LOGGER.warning("%s was built for another machine (%s): rebuilding from %s", path, "; ".join(mismatch), source)
+            path = ensure_engine(source, engines, key.get("precision", engine_precision) if key else engine_precision,
+                                 profile=key.get("profile") if key else None, device_index=device_index)
+            card, _ = read_engine_record(path)
+        return TensorRTBackend(path, card, device, cuda_graph), card
+    if engine_precision not in ("fp32", "fp16", "int8"):
+        raise ValueError(f"precision must be auto, fp32, fp16 or int8, got {precision!r}")
+    if kind == "checkpoint":
+        graph_precision = "fp16" if engine_precision == "fp16" and not has_weak_fp16_flag(trt) else "fp32"
+        onnx_path, card = cached_onnx(path, cache, graph_precision)
+    else:
+        onnx_path, card = path, read_onnx_card(path)
+    if engine_precision == "int8" and card.precision != "int8":
+        # TensorRT builds INT8 from the QDQ graph (explicit quantisation), never by calibrating itself.
+        onnx_path, card = cached_int8_onnx(onnx_path, cache)
+    max_batch = 16 if card.model_name == "cahfw" else 2  # BENet: image + mirror for flip test
+    engine = ensure_engine(onnx_path, engines, engine_precision, max_batch=max_batch, device_index=device_index)
+    engine_card, _ = read_engine_record(engine)
+    return TensorRTBackend(engine, engine_card, device, cuda_graph), engine_card

@@ -1,0 +1,113 @@
+"""Image -> network input: resize keeping the aspect ratio, pad to the stride, normalise.
+
+The letterbox geometry is :func:`emotion_perception.data.geometry.letterbox_params`, the one
+shared with training. Two implementations produce the tensor:
+
+* :func:`preprocess_numpy` (cv2 resize + numpy), for ONNX Runtime on CPU;
+* :func:`preprocess_torch` (torch ops on the model's device: the uint8 image is uploaded once,
+  resized, normalised and padded there), for the PyTorch and GPU backends.
+
+Both pad with the ImageNet mean colour, as training does, and agree to within resampling
+differences (antialiased bilinear vs. area averaging when shrinking).
+
+Canvas size: with ``input_size`` (H, W) the image is letterboxed into exactly that canvas;
+without, the longer side is scaled to the model's training size and each side padded only to
+the next multiple of the stride (fewer pixels than a square canvas for 4:3 or 16:9 frames, same
+object scale; BENet is fully convolutional).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from emotion_perception.data.geometry import IMAGENET_MEAN_RGB, LetterboxParams, letterbox, letterbox_params
+from emotion_perception.export.model_card import InputNormalisation, ModelCard
+
+
+def check_image(image_rgb: Any) -> np.ndarray:
+    """``image_rgb`` as an (H, W, 3) uint8 array; TypeError / ValueError saying what is wrong."""
+    if not isinstance(image_rgb, np.ndarray):
+        raise TypeError(f"image_rgb: expected a numpy array (H, W, 3) uint8 RGB, got {type(image_rgb).__name__}")
+    if image_rgb.dtype != np.uint8:
+        raise TypeError(f"image_rgb: expected dtype uint8 (RGB 0..255), got {image_rgb.dtype}")
+    if image_rgb.ndim != 3 or image_rgb.shape[2] != 3 or image_rgb.shape[0] == 0 or image_rgb.shape[1] == 0:
+        raise ValueError(f"image_rgb: expected shape (H, W, 3) RGB, got {image_rgb.shape}")
+    return image_rgb
+
+
+def canvas_geometry(
+    image_height: int, image_width: int, card: ModelCard, input_size: tuple[int, int] | None = None
+) -> LetterboxParams:
+    """Letterbox parameters of an image for the model described by ``card`` (see module docstring)."""
+    stride = card.stride
+    if input_size is not None:
+        height, width = (int(s) for s in input_size)
+        if height <= 0 or width <= 0 or height % stride or width % stride:
+            raise ValueError(f"input_size must be (H, W) positive multiples of {stride}, got {tuple(input_size)}")
+        if not card.dynamic_size and (height, width) != tuple(card.input_size):
+            raise ValueError(f"this model takes a fixed {tuple(card.input_size)} input, got input_size {tuple(input_size)}")
+        return letterbox_params(image_width, image_height, (width, height), stride)
+    if not card.dynamic_size:
+        height, width = card.input_size
+        return letterbox_params(image_width, image_height, (width, height), stride)
+    longest = max(card.input_size)
+    scale = longest / max(image_height, image_width)
+    # At least two strides per side keeps every resolution of the network non-empty.
+    width = max(2 * stride, int(round(image_width * scale)))
+    height = max(2 * stride, int(round(image_height * scale)))
+    return letterbox_params(image_width, image_height, (width, height), stride)
+
+
+def resized_size(params: LetterboxParams) -> tuple[int, int]:
+    """(width, height) of the image inside the canvas (as data.geometry.letterbox computes it)."""
+    width = min(params.output_width, max(1, int(round(params.input_width * params.scale))))
+    height = min(params.output_height, max(1, int(round(params.input_height * params.scale))))
+    return width, height
+
+
+def letterbox_row(params: LetterboxParams) -> np.ndarray:
+    """(1, 3) float32 ``(scale, pad_x, pad_y)`` as the decoding stage takes it."""
+    return np.array([[params.scale, params.pad_x, params.pad_y]], dtype=np.float32)
+
+
+def normalise_numpy(images_uint8: np.ndarray, normalisation: InputNormalisation) -> np.ndarray:
+    """(H, W, 3) or (N, H, W, 3) uint8 RGB -> (N, 3, H, W) float32 normalised."""
+    images = images_uint8[None] if images_uint8.ndim == 3 else images_uint8
+    mean = np.asarray(normalisation.mean, np.float32)
+    std = np.asarray(normalisation.std, np.float32)
+    scaled = (images.astype(np.float32) * np.float32(normalisation.pixel_scale) - mean) / std
+    return np.ascontiguousarray(scaled.transpose(0, 3, 1, 2))
+
+
+def preprocess_numpy(image_rgb: np.ndarray, params: LetterboxParams, normalisation: InputNormalisation) -> np.ndarray:
+    """(1, 3, H, W) float32 network input, with cv2 resizing (see module docstring)."""
+    # stride 1: the canvas size is already final (a multiple of the model's stride).
+    canvas, used = letterbox(check_image(image_rgb), (params.output_width, params.output_height), stride=1)
+    if used != params:
+        raise AssertionError(f"letterbox geometry mismatch: {used} != {params}")
+    return normalise_numpy(canvas, normalisation)
+
+
+def preprocess_torch(
+    image_rgb: np.ndarray, params: LetterboxParams, normalisation: InputNormalisation, device: Any
+) -> Any:
+    """(1, 3, H, W) float32 network input computed with torch ops on ``device``."""
+    import torch
+    import torch.nn.functional as F
+
+    image = torch.from_numpy(np.ascontiguousarray(check_image(image_rgb))).to(device, non_blocking=True)
+    x = image.permute(2, 0, 1).unsqueeze(0).float()
+    new_width, new_height = resized_size(params)
+    if (new_width, new_height) != (params.input_width, params.input_height):
+        shrinking = params.scale < 1.0
+        # Antialiasing when shrinking plays the part of cv2's INTER_AREA.
+        x = F.interpolate(x, size=(new_height, new_width), mode="bilinear", align_corners=False, antialias=shrinking)
+    mean = torch.tensor(normalisation.mean, dtype=torch.float32, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(normalisation.std, dtype=torch.float32, device=x.device).view(1, 3, 1, 1)
+    scale = float(normalisation.pixel_scale)
+    pad = (torch.tensor(IMAGENET_MEAN_RGB, dtype=torch.float32, device=x.device).view(1, 3, 1, 1) * scale - mean) / std
+    canvas = pad.expand(1, 3, params.output_height, params.output_width).clone()
+    canvas[:, :, params.pad_y : params.pad_y + new_height, params.pad_x : params.pad_x + new_width] = (x * scale - mean) / std
+    return canvas

@@ -1,0 +1,118 @@
+"""`emotion-perception predict` and `emotion-perception bench model` end to end (tiny models)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from deploy_models import peaky_benet, save_checkpoint, tiny_cahfw
+from emotion_perception.cli import build_parser
+from emotion_perception.cli import main as cli_main
+from emotion_perception.data.categories import EMOTIC_CATEGORIES, VAD_NAMES
+from emotion_perception.data.imageio import read_rgb, write_rgb
+from emotion_perception.export.scenes import draw_scene
+from emotion_perception.runtime import load_predictor
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    root = tmp_path_factory.mktemp("predict")
+    images = []
+    for index, (people, size) in enumerate([(3, (96, 128)), (1, (64, 64))]):
+        path = root / f"scene{index}.png"
+        write_rgb(path, draw_scene(np.random.default_rng(index), people, *size).image)
+        images.append(path)
+    return {"root": root, "images": images, "benet": save_checkpoint(peaky_benet(), root / "benet.pt", "benet"),
+            "cahfw": save_checkpoint(tiny_cahfw(), root / "cahfw.pt", "cahfw")}
+
+
+def test_predict_writes_the_documented_json_and_drawings(workspace, capsys):
+    out = workspace["root"] / "out.json"
+    draw = workspace["root"] / "drawn"
+    code = cli_main(["predict", "--model", str(workspace["benet"]), "--backend", "torch", "--device", "cpu",
+                     "--threshold", "0", "--max-people", "4", "--json", str(out), "--draw", str(draw),
+                     *map(str, workspace["images"])])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "scene0.png: 4 people" in printed and f"wrote {out}" in printed
+    document = json.loads(out.read_text())
+    model = document["model"]
+    assert (model["model_name"], model["backend"], model["device"], model["preset"]) == ("benet", "torch", "cpu", "tiny")
+    assert model["categories"] == list(EMOTIC_CATEGORIES) and model["has_vad"] is True
+    assert document["settings"] == {"threshold": 0.0, "max_people": 4, "flip_test": False}
+    assert [image["path"] for image in document["images"]] == [str(p) for p in workspace["images"]]
+    first = document["images"][0]
+    assert (first["width"], first["height"]) == (128, 96) and len(first["people"]) == 4
+    for person in first["people"]:
+        assert set(person) == {"box", "score", "scores", "top_labels", "vad"}
+        assert len(person["box"]) == 4 and 0 <= person["score"] <= 1
+        assert list(person["scores"]) == list(EMOTIC_CATEGORIES)
+        best = max(person["scores"].values())
+        assert len(person["top_labels"]) == 3 and person["top_labels"][0]["score"] == best
+        assert list(person["vad"]) == list(VAD_NAMES)
+    # The JSON is what the predictor returns, not a re-computation.
+    direct = load_predictor(workspace["benet"], backend="torch", device="cpu").predict(
+        read_rgb(workspace["images"][0]), detection_threshold=0.0, max_people=4)
+    np.testing.assert_allclose([p["box"] for p in first["people"]], [p.box for p in direct], atol=0.01)
+    drawn = sorted(path.name for path in draw.iterdir())
+    assert drawn == ["scene0.pred.png", "scene1.pred.png"]
+    assert not np.array_equal(read_rgb(draw / "scene0.pred.png"), read_rgb(workspace["images"][0]))
+
+
+def test_predict_cahfw_reports_no_vad(workspace):
+    out = workspace["root"] / "cahfw.json"
+    code = cli_main(["predict", "--model", str(workspace["cahfw"]), "--backend", "torch", "--device", "cpu",
+                     "--face-detector", "hog", "--json", str(out), str(workspace["images"][0])])
+    assert code == 0
+    document = json.loads(out.read_text())
+    assert document["model"]["model_name"] == "cahfw" and document["model"]["has_vad"] is False
+    assert document["images"][0]["people"] == []  # dlib finds no face on stylised drawings
+
+
+def test_predict_errors_are_one_clear_line(workspace, capsys):
+    assert cli_main(["predict", "--model", str(workspace["root"] / "none.pt"), str(workspace["images"][0])]) == 2
+    assert "none.pt: model file not found" in capsys.readouterr().err
+    assert cli_main(["predict", "--model", str(workspace["benet"]), str(workspace["root"] / "none.png")]) == 2
+    assert "none.png" in capsys.readouterr().err
+    assert cli_main(["predict", "--model", str(workspace["benet"]), "--backend", "torch", "--threshold", "2",
+                     str(workspace["images"][0])]) == 2
+    assert "detection_threshold must be in [0, 1]" in capsys.readouterr().err
+
+
+def test_bench_model_reports_latency_and_people_scaling(workspace, capsys):
+    out = workspace["root"] / "bench.json"
+    code = cli_main(["bench", "model", "--model", "benet:tiny", "--backends", "onnxruntime", "--device", "cpu",
+                     "--people", "1,3", "--iterations", "2", "--warmup", "0", "--cache-dir",
+                     str(workspace["root"] / "cache"), "--json", str(out)])
+    assert code == 0
+    document = json.loads(out.read_text())
+    assert document["environment"]["cpu"] and "onnxruntime" in document["environment"]["versions"]
+    kinds = [(row["kind"], row["people"]) for row in document["results"]]
+    assert kinds == [("model", None), ("pipeline", 1), ("pipeline", 3)]
+    for row in document["results"]:
+        assert set(row["latency_ms"]) >= {"p50", "p90", "p99", "mean"} and row["fps"] > 0
+        assert row["latency_ms"]["p50"] <= row["latency_ms"]["p99"]
+        assert row["backend"] == "onnxruntime" and row["device"] == "cpu"
+    assert "pipeline_latency_ratio_3_vs_1_people[onnxruntime,fp32]" in document["summary"]
+    assert document["summary"]["gmacs"] > 0
+
+
+def test_bench_cahfw_measures_classification_per_face_count(workspace):
+    out = workspace["root"] / "bench_cahfw.json"
+    code = cli_main(["bench", "model", "--model", str(workspace["cahfw"]), "--backends", "torch", "--device", "cpu",
+                     "--people", "1,4", "--iterations", "2", "--warmup", "0", "--json", str(out)])
+    assert code == 0
+    rows = json.loads(out.read_text())["results"]
+    classify = {row["people"]: row for row in rows if row["kind"] == "classify_faces"}
+    assert set(classify) == {1, 4} and classify[4]["batch"] == 4
+    assert [row["kind"] for row in rows].count("face_detection") == 2
+
+
+def test_bench_is_a_group_of_subcommands():
+    parser = build_parser()
+    args = parser.parse_args(["bench", "model", "--model", "benet:tiny"])
+    assert args.bench_command == "model"
+    with pytest.raises(SystemExit):
+        parser.parse_args(["bench"])
