@@ -1,0 +1,300 @@
+"""The emotion perception node shared by benet_node and cahfw_node.
+
+image (sensor_msgs/Image, or image/compressed) -> preprocess -> backend -> decode ->
+emotions (emotion_perception/PersonEmotions), emotions/debug_image, /diagnostics.
+
+Threading: the subscription callback only drops the message into a one-frame slot
+(latest-frame semantics); a worker thread converts, infers and publishes. The executor is
+never blocked by inference, so parameter updates and new frames are served while a frame
+is being processed. Frames that arrive while the worker is busy replace the waiting one and
+are counted as dropped.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rcl_interfaces.msg import (
+    FloatingPointRange,
+    IntegerRange,
+    ParameterDescriptor,
+    ParameterType,
+    SetParametersResult,
+)
+from rclpy.node import Node
+from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, DurabilityPolicy
+from sensor_msgs.msg import CompressedImage, Image
+
+from emotion_perception.msg import PersonEmotion, PersonEmotions
+from emotion_perception.resources import find_resource
+from emotion_perception.ros.frame_slot import LatestFrameSlot
+from emotion_perception.ros.image_conversion import ImageConversionError, rgb_to_image_fields, to_rgb
+from emotion_perception.ros.params import NODE_PARAMETERS, ParameterSpec, load_defaults
+from emotion_perception.runtime.labels import labels_over_threshold
+
+DEMO_MODELS = {"benet": "models/benet_lite_demo.pt", "cahfw": "models/cahfw_small_demo.pt"}
+_PARAM_TYPES = {bool: ParameterType.PARAMETER_BOOL, int: ParameterType.PARAMETER_INTEGER,
+                float: ParameterType.PARAMETER_DOUBLE, str: ParameterType.PARAMETER_STRING}
+
+
+def _descriptor(spec: ParameterSpec) -> ParameterDescriptor:
+    descriptor = ParameterDescriptor(
+        name=spec.name, type=_PARAM_TYPES[spec.type], description=spec.description, read_only=spec.read_only
+    )
+    if spec.choices:
+        descriptor.additional_constraints = "one of: " + ", ".join(spec.choices)
+    if spec.type is float and spec.min_value is not None:
+        descriptor.floating_point_range = [FloatingPointRange(from_value=float(spec.min_value), to_value=float(spec.max_value), step=0.0)]
+    if spec.type is int and spec.min_value is not None:
+        descriptor.integer_range = [IntegerRange(from_value=int(spec.min_value), to_value=int(spec.max_value), step=1)]
+    return descriptor
+
+
+class RollingStats:
+    """Latency percentiles over the last N frames and event rates between two reads."""
+
+    def __init__(self, window: int = 300) -> None:
+        self._latencies_ms: deque[float] = deque(maxlen=window)
+        self._lock = threading.Lock()
+
+    def add_latency(self, milliseconds: float) -> None:
+        with self._lock:
+            self._latencies_ms.append(milliseconds)
+
+    def percentiles(self) -> dict[str, float]:
+        with self._lock:
+            values = np.asarray(self._latencies_ms, dtype=np.float64)
+        if values.size == 0:
+            return {"p50": math.nan, "p90": math.nan, "p99": math.nan}
+        p50, p90, p99 = np.percentile(values, [50, 90, 99])
+        return {"p50": float(p50), "p90": float(p90), "p99": float(p99)}
+
+
+class EmotionPerceptionNode(Node):
+    """Publishes every processed camera image's people and emotions on ``emotions``."""
+
+    def __init__(self, model_kind: str, node_name: str, **kwargs: Any) -> None:
+        super().__init__(node_name, **kwargs)
+        if model_kind not in NODE_PARAMETERS:
+            raise ValueError(f"unknown model kind '{model_kind}'")
+        self._model_kind = model_kind
+        self._specs = {spec.name: spec for spec in NODE_PARAMETERS[model_kind]}
+        defaults = load_defaults(find_resource(f"config/{model_kind}.yaml"), model_kind)
+        for name, spec in self._specs.items():
+            self.declare_parameter(name, defaults[name], _descriptor(spec))
+        self.add_on_set_parameters_callback(self._validate_parameters)
+        self.add_post_set_parameters_callback(self._apply_parameters)
+        self._settings = {name: self.get_parameter(name).value for name in self._specs}
+        for name, value in self._settings.items():
+            problem = self._specs[name].check(value)
+            if problem:
+                raise ValueError(f"parameter {problem}")
+
+        self._predictor = self._load_predictor()
+        self._categories = tuple(self._predictor.categories)
+        self.get_logger().info(
+            f"{self._predictor.model_name} on {self._predictor.backend_name}/{self._predictor.device}: "
+            f"{len(self._categories)} categories, VAD {'on' if self._predictor.has_vad else 'off'}"
+        )
+
+        # Outputs are few and small and the dialogue stack must not miss one: reliable, depth 10.
+        output_qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
+        self._emotions_pub = self.create_publisher(PersonEmotions, "emotions", output_qos)
+        self._debug_pub = self.create_publisher(Image, "emotions/debug_image", output_qos)
+        self._diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+
+        # Latest frame wins: depth 1 at every hop; best effort (sensor data) unless asked.
+        reliability = (ReliabilityPolicy.RELIABLE if self._settings["qos_reliability"] == "reliable"
+                       else ReliabilityPolicy.BEST_EFFORT)
+        input_qos = QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST, reliability=reliability,
+                               durability=DurabilityPolicy.VOLATILE)
+        self._compressed = self._settings["input_transport"] == "compressed"
+        topic, msg_type = ("image/compressed", CompressedImage) if self._compressed else ("image", Image)
+        self._slot = LatestFrameSlot()
+        self._stats = RollingStats()
+        self._last_warning: dict[str, float] = {}
+        self._subscription = self.create_subscription(msg_type, topic, self._slot.put, input_qos)
+
+        self._stop = threading.Event()
+        self._worker = threading.Thread(target=self._run_worker, name=f"{node_name}_inference", daemon=True)
+        self._worker.start()
+        self._last_diag = (time.monotonic(), self._slot.snapshot())
+        self._diag_timer = self.create_timer(self._settings["diagnostics_period"], self._publish_diagnostics)
+        self.get_logger().info(
+            f"listening on {self.resolve_topic_name(topic)} ({self._settings['qos_reliability']}, depth 1), "
+            f"publishing {self.resolve_topic_name('emotions')}"
+        )
+
+    # ---------------------------------------------------------------- model
+    def _load_predictor(self):
+        # Imported here: the runtime pulls in torch/onnxruntime, and a node that cannot load its
+        # model must fail at start-up with the reason, not at the first frame.
+        from emotion_perception.runtime import load_predictor
+
+        path = self._settings["model_path"] or str(find_resource(DEMO_MODELS[self._model_kind]))
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"model_path '{path}' does not exist")
+        options: dict[str, Any] = {}
+        if self._model_kind == "cahfw":
+            options["face_detector"] = self._settings["face_detector"]
+        predictor = load_predictor(
+            path, backend=self._settings["backend"], device=self._settings["device"],
+            input_size=self._settings["input_size"] or None, **options,
+        )
+        if predictor.model_name != self._model_kind:
+            raise ValueError(f"{path} holds a '{predictor.model_name}' model, this node runs '{self._model_kind}'")
+        return predictor
+
+    # ---------------------------------------------------------------- parameters
+    def _validate_parameters(self, parameters) -> SetParametersResult:
+        # rclpy has already enforced read_only and the descriptor ranges; choices and types
+        # are ours. A request is applied (in _apply_parameters) only if all of it is valid.
+        for parameter in parameters:
+            spec = self._specs.get(parameter.name)
+            problem = spec.check(parameter.value) if spec else None
+            if problem:
+                return SetParametersResult(successful=False, reason=problem)
+        return SetParametersResult(successful=True)
+
+    def _apply_parameters(self, parameters) -> None:
+        # The worker reads a copy of this dict per frame: new thresholds apply from the next frame.
+        for parameter in parameters:
+            spec = self._specs.get(parameter.name)
+            if spec is not None:
+                self._settings[parameter.name] = float(parameter.value) if spec.type is float else parameter.value
+
+    # ---------------------------------------------------------------- inference
+    def _warn_throttled(self, key: str, text: str, period: float = 5.0) -> None:
+        now = time.monotonic()
+        if now - self._last_warning.get(key, -math.inf) >= period:
+            self._last_warning[key] = now
+            self.get_logger().warning(text)
+
+    def _run_worker(self) -> None:
+        while not self._stop.is_set():
+            msg = self._slot.take(timeout=0.2)
+            if msg is None:
+                continue
+            try:
+                rgb = to_rgb(msg, compressed=self._compressed)
+            except ImageConversionError as err:
+                self._slot.count("rejected")
+                self._warn_throttled("convert", f"frame rejected: {err}")
+                continue
+            settings = dict(self._settings)
+            try:
+                started = time.perf_counter()
+                options = {"flip_test": settings["flip_test"]} if self._model_kind == "benet" else {}
+                people = self._predictor.predict(
+                    rgb, detection_threshold=settings["detection_threshold"],
+                    max_people=settings["max_people"], **options,
+                )
+                self._stats.add_latency((time.perf_counter() - started) * 1000.0)
+                out = self._to_message(msg.header, people, settings["emotion_threshold"])
+                self._emotions_pub.publish(out)
+                if settings["publish_debug_image"]:
+                    self._publish_debug_image(msg.header, rgb, out)
+                self._slot.count("processed")
+            except Exception as err:  # a bad frame must never take the robot's perception down
+                self._slot.count("failed")
+                self._warn_throttled("infer", f"inference failed on a frame: {type(err).__name__}: {err}")
+
+    def _to_message(self, header, people, emotion_threshold: float) -> PersonEmotions:
+        out = PersonEmotions(header=header, model=self._predictor.model_name, categories=list(self._categories))
+        for index, person in enumerate(people):
+            scores = np.asarray(person.scores, dtype=np.float32)
+            vad = np.asarray(person.vad, dtype=np.float32).reshape(3)
+            x_min, y_min, x_max, y_max = (float(v) for v in person.box)
+            out.people.append(PersonEmotion(
+                id=str(index), score=float(person.score),
+                x_min=x_min, y_min=y_min, x_max=x_max, y_max=y_max,
+                scores=scores.tolist(),
+                labels=labels_over_threshold(scores, self._categories, emotion_threshold),
+                valence=float(vad[0]), arousal=float(vad[1]), dominance=float(vad[2]),
+            ))
+        return out
+
+    def _publish_debug_image(self, header, rgb: np.ndarray, message: PersonEmotions) -> None:
+        from emotion_perception.ros.debug_image import draw_person_emotions
+
+        image = Image(header=header, **rgb_to_image_fields(draw_person_emotions(rgb, message)))
+        self._debug_pub.publish(image)
+
+    # ---------------------------------------------------------------- diagnostics
+    def _publish_diagnostics(self) -> None:
+        now = time.monotonic()
+        counters = self._slot.snapshot()
+        last_time, last = self._last_diag
+        elapsed = max(now - last_time, 1e-6)
+        self._last_diag = (now, counters)
+        latency = self._stats.percentiles()
+        status = DiagnosticStatus(
+            name=f"{self.get_name()}: emotion perception",
+            hardware_id=f"{self._predictor.backend_name}/{self._predictor.device}",
+        )
+        drop_share = (counters.dropped - last.dropped) / max(counters.received - last.received, 1)
+        if counters.received == last.received:
+            status.level, status.message = DiagnosticStatus.WARN, "no input images"
+        elif drop_share > 0.5:
+            status.level, status.message = DiagnosticStatus.WARN, f"dropping {drop_share:.0%} of input frames"
+        else:
+            status.level, status.message = DiagnosticStatus.OK, "running"
+        values = {
+            "model": self._predictor.model_name,
+            "backend": self._predictor.backend_name,
+            "device": str(self._predictor.device),
+            "input_rate_hz": f"{(counters.received - last.received) / elapsed:.2f}",
+            "output_rate_hz": f"{(counters.processed - last.processed) / elapsed:.2f}",
+            "frames_received": str(counters.received),
+            "frames_processed": str(counters.processed),
+            "frames_dropped": str(counters.dropped),
+            "frames_rejected": str(counters.rejected),
+            "frames_failed": str(counters.failed),
+            "latency_ms_p50": f"{latency['p50']:.2f}",
+            "latency_ms_p90": f"{latency['p90']:.2f}",
+            "latency_ms_p99": f"{latency['p99']:.2f}",
+        }
+        status.values = [KeyValue(key=k, value=v) for k, v in values.items()]
+        array = DiagnosticArray(status=[status])
+        array.header.stamp = self.get_clock().now().to_msg()
+        self._diagnostics_pub.publish(array)
+
+    def destroy_node(self) -> None:
+        self._stop.set()
+        self._slot.close()
+        self._worker.join(timeout=5.0)
+        super().destroy_node()
+
+
+def run(model_kind: str, node_name: str, argv: list[str] | None = None) -> int:
+    """Console-script body: ``<node> --ros-args --params-file FILE -r image:=/camera/image_raw``."""
+    import sys
+
+    from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+
+    try:
+        with rclpy.init(args=argv if argv is not None else sys.argv):
+            try:
+                node = EmotionPerceptionNode(model_kind, node_name)
+            except (FileNotFoundError, ValueError, RuntimeError, ImportError) as err:
+                print(f"{node_name}: cannot start: {err}", file=sys.stderr)
+                return 1
+            # The worker thread does the inference, so one executor thread is enough to keep
+            # subscriptions, timers and parameter services responsive.
+            executor = SingleThreadedExecutor()
+            executor.add_node(node)
+            try:
+                executor.spin()
+            finally:
+                node.destroy_node()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    return 0

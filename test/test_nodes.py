@@ -1,0 +1,255 @@
+"""The nodes end to end over real DDS: each runs in its own process from its console script,
+as on a robot, and this test talks to it only through topics and parameter services."""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from emotion_perception.bench.replay import NodeProcess
+from emotion_perception.data.categories import CAER_CATEGORIES, EMOTIC_CATEGORIES
+
+pytestmark = pytest.mark.ros
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _iou(a, b) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+class Peer:
+    """Test side: publishes images, collects /emotions, debug images and diagnostics."""
+
+    def __init__(self, image_topic: str) -> None:
+        import rclpy
+        from diagnostic_msgs.msg import DiagnosticArray
+        from rclpy.qos import QoSProfile, ReliabilityPolicy
+        from sensor_msgs.msg import Image
+
+        from emotion_perception.msg import PersonEmotions
+
+        self.rclpy = rclpy
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context)
+        self.node = rclpy.create_node("node_test_peer", context=self.context)
+        self.executor = rclpy.executors.SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self.images = self.node.create_publisher(Image, image_topic, QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE))
+        self.emotions: dict[int, PersonEmotions] = {}
+        self.debug: list[Image] = []
+        self.diagnostics: list = []
+        reliable = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
+        self.node.create_subscription(PersonEmotions, "/emotions", self._on_emotions, reliable)
+        self.node.create_subscription(Image, "/emotions/debug_image", self.debug.append, reliable)
+        self.node.create_subscription(DiagnosticArray, "/diagnostics", self.diagnostics.append, 10)
+
+    def _on_emotions(self, msg) -> None:
+        self.emotions[msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec] = msg
+
+    def spin_until(self, condition, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if condition():
+                return True
+            self.executor.spin_once(timeout_sec=0.05)
+        return condition()
+
+    def wait_for_node(self, node: NodeProcess, timeout: float = 120.0) -> None:
+        ok = self.spin_until(lambda: self.images.get_subscription_count() > 0 or not node.alive(), timeout)
+        assert node.alive(), "the node exited during start-up"
+        assert ok, "the node did not subscribe in time"
+
+    def image(self, rgb: np.ndarray, stamp_ns: int, encoding: str = "rgb8", **override):
+        from sensor_msgs.msg import Image
+
+        height, width = rgb.shape[:2]
+        msg = Image(height=height, width=width, encoding=encoding, is_bigendian=0, step=width * 3,
+                    data=np.ascontiguousarray(rgb).tobytes())
+        msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(stamp_ns, 10**9)
+        msg.header.frame_id = "test_camera"
+        for key, value in override.items():
+            setattr(msg, key, value)
+        return msg
+
+    def send_and_wait(self, msg, timeout: float = 30.0):
+        stamp = msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec
+        self.images.publish(msg)
+        assert self.spin_until(lambda: stamp in self.emotions, timeout), "no /emotions for the frame"
+        return self.emotions[stamp]
+
+    def set_parameters(self, node_name: str, values: dict):
+        from rcl_interfaces.srv import SetParameters
+        from rclpy.parameter import Parameter
+
+        client = self.node.create_client(SetParameters, f"/{node_name}/set_parameters")
+        assert self.spin_until(client.service_is_ready, 30.0), "parameter service not available"
+        request = SetParameters.Request(parameters=[Parameter(k, value=v).to_parameter_msg() for k, v in values.items()])
+        future = client.call_async(request)
+        assert self.spin_until(future.done, 30.0)
+        return future.result().results
+
+    def latest_counters(self) -> dict[str, str]:
+        for array in reversed(self.diagnostics):
+            for status in array.status:
+                if "emotion perception" in status.name:
+                    return {kv.key: kv.value for kv in status.values}
+        return {}
+
+    def close(self) -> None:
+        self.node.destroy_node()
+        self.rclpy.shutdown(context=self.context)
+
+
+@pytest.fixture(scope="module")
+def scenes():
+    from emotion_perception.bench.scenes import synthetic_frames
+
+    return synthetic_frames(6, people=None, width=320, height=240, seed=11)
+
+
+@pytest.fixture(scope="module")
+def benet(ros_env, tmp_path_factory):
+    log = tmp_path_factory.mktemp("benet") / "node.log"
+    node = NodeProcess("benet", {"publish_debug_image": True, "backend": "torch", "device": "cpu"},
+                       "/test/image", ros_env, log_path=log)
+    peer = Peer("/test/image")
+    try:
+        peer.wait_for_node(node)
+        yield node, peer, log
+    finally:
+        peer.close()
+        node.stop()
+
+
+def test_benet_node_publishes_people_with_the_input_header(benet, scenes):
+    node, peer, _ = benet
+    frames, truth = scenes
+    overlaps = []
+    for index, (rgb, notes) in enumerate(zip(frames, truth)):
+        stamp = 1_800_000_000 * 10**9 + index * 1_000_000
+        out = peer.send_and_wait(peer.image(rgb, stamp))
+        assert out.header.frame_id == "test_camera"
+        assert out.model == "benet"
+        assert list(out.categories) == list(EMOTIC_CATEGORIES)
+        for person in out.people:
+            assert 0.0 <= person.x_min <= person.x_max <= 320.0 and 0.0 <= person.y_min <= person.y_max <= 240.0
+            assert len(person.scores) == 26 and 0.0 <= person.score <= 1.0
+            assert all(0.0 <= s <= 1.0 for s in person.scores)
+            assert set(person.labels) <= set(EMOTIC_CATEGORIES)
+            scores = [person.scores[EMOTIC_CATEGORIES.index(n)] for n in person.labels]
+            assert scores == sorted(scores, reverse=True)
+        for box in notes["boxes"]:
+            overlaps.append(max((_iou(box, (p.x_min, p.y_min, p.x_max, p.y_max)) for p in out.people), default=0.0))
+    # The demo model is small and trained briefly: most people must be found, not all.
+    assert np.mean(np.array(overlaps) >= 0.5) >= 0.6, f"people found (IoU >= 0.5): {np.round(overlaps, 2)}"
+    assert node.alive()
+
+
+def test_benet_node_keeps_running_after_malformed_images(benet, scenes):
+    node, peer, log = benet
+    rgb = scenes[0][0]
+    bad = [
+        peer.image(rgb, 1, encoding="bayer_grbg8"),
+        peer.image(rgb, 2, step=10),
+        peer.image(rgb, 3, data=rgb.tobytes()[:1000]),
+        peer.image(rgb, 4, height=0),
+        peer.image(rgb, 5, encoding="16UC1"),
+    ]
+    for msg in bad:
+        peer.images.publish(msg)
+        peer.spin_until(lambda: False, 0.2)
+    assert node.alive()
+    out = peer.send_and_wait(peer.image(rgb, 1_900_000_000 * 10**9))
+    assert out.header.stamp.sec == 1_900_000_000
+    assert all(s not in peer.emotions for s in (1, 2, 3, 4, 5))
+    assert peer.spin_until(lambda: int(peer.latest_counters().get("frames_rejected", 0)) >= 1, 5.0)
+    assert "frame rejected" in log.read_text()
+
+
+def test_benet_node_debug_image_and_diagnostics(benet, scenes):
+    node, peer, _ = benet
+    rgb = scenes[0][0]
+    peer.send_and_wait(peer.image(rgb, 2_000_000_000 * 10**9))
+    assert peer.spin_until(lambda: any(d.header.stamp.sec == 2_000_000_000 for d in peer.debug), 10.0)
+    debug = next(d for d in peer.debug if d.header.stamp.sec == 2_000_000_000)
+    assert (debug.width, debug.height, debug.encoding) == (320, 240, "rgb8")
+    assert peer.spin_until(lambda: bool(peer.latest_counters()), 5.0)
+    counters = peer.latest_counters()
+    assert counters["model"] == "benet" and counters["backend"] == "torch"
+    for key in ("input_rate_hz", "output_rate_hz", "frames_dropped", "latency_ms_p50", "latency_ms_p99"):
+        assert key in counters
+    assert float(counters["latency_ms_p50"]) > 0
+
+
+def test_benet_node_parameter_updates_apply_and_model_changes_are_rejected(benet, scenes):
+    node, peer, _ = benet
+    rgb = scenes[0][0]
+    (result,) = peer.set_parameters("benet_node", {"detection_threshold": 1.0})
+    assert result.successful
+    out = peer.send_and_wait(peer.image(rgb, 2_100_000_000 * 10**9))
+    assert len(out.people) == 0  # sigmoid peaks never reach 1.0
+    (result,) = peer.set_parameters("benet_node", {"detection_threshold": 0.05, "max_people": 2})
+    assert result.successful
+    out = peer.send_and_wait(peer.image(rgb, 2_200_000_000 * 10**9))
+    assert 1 <= len(out.people) <= 2
+    (result,) = peer.set_parameters("benet_node", {"detection_threshold": 3.0})
+    assert not result.successful
+    (result,) = peer.set_parameters("benet_node", {"model_path": "/tmp/other.pt"})
+    assert not result.successful and "read-only" in result.reason.lower()
+    (result,) = peer.set_parameters("benet_node", {"emotion_threshold": 0.0, "detection_threshold": 0.05, "max_people": 15})
+    assert result.successful
+    out = peer.send_and_wait(peer.image(rgb, 2_300_000_000 * 10**9))
+    assert out.people and all(len(p.labels) == 26 for p in out.people)  # every score >= 0
+
+
+def test_benet_node_drops_a_flood_instead_of_queuing(benet, scenes):
+    node, peer, _ = benet
+    rgb = scenes[0][0]
+    before = dict(peer.latest_counters())
+    stamps = [2_400_000_000 * 10**9 + i for i in range(60)]
+    for stamp in stamps:  # far faster than a CPU can infer
+        peer.images.publish(peer.image(rgb, stamp))
+        peer.executor.spin_once(timeout_sec=0.001)
+    peer.spin_until(lambda: stamps[-1] in peer.emotions, 30.0)
+    answered = sum(1 for s in stamps if s in peer.emotions)
+    assert stamps[-1] in peer.emotions, "the newest frame must be processed"
+    assert answered < len(stamps) / 2, f"{answered}/60 answered: frames were queued, not dropped"
+    assert node.alive()
+    time.sleep(1.5)
+    assert peer.spin_until(lambda: int(peer.latest_counters().get("frames_dropped", 0)) > int(before.get("frames_dropped", 0)), 5.0)
+    counters = peer.latest_counters()
+    received, processed = int(counters["frames_received"]), int(counters["frames_processed"])
+    dropped, rejected, failed = (int(counters[k]) for k in ("frames_dropped", "frames_rejected", "frames_failed"))
+    assert received == processed + dropped + rejected + failed
+
+
+def test_cahfw_node_classifies_a_real_face(ros_env, tmp_path):
+    from skimage import data
+
+    node = NodeProcess("cahfw", {"backend": "torch", "device": "cpu"}, "/test_cahfw/image", ros_env,
+                       log_path=tmp_path / "cahfw.log")
+    peer = Peer("/test_cahfw/image")
+    try:
+        peer.wait_for_node(node)
+        photo = data.astronaut()  # one frontal face, about x 170-250, y 60-150 in 512x512
+        out = peer.send_and_wait(peer.image(photo, 2_500_000_000 * 10**9), timeout=60.0)
+        assert out.model == "cahfw" and list(out.categories) == list(CAER_CATEGORIES)
+        assert len(out.people) == 1
+        face = out.people[0]
+        assert _iou((face.x_min, face.y_min, face.x_max, face.y_max), (165, 55, 255, 155)) > 0.3
+        assert math.isclose(sum(face.scores), 1.0, abs_tol=1e-3)
+        assert math.isnan(face.valence)
+        empty = peer.send_and_wait(peer.image(np.full((240, 320, 3), 90, np.uint8), 2_600_000_000 * 10**9))
+        assert len(empty.people) == 0
+        assert node.alive()
+    finally:
+        peer.close()
+        node.stop()

@@ -1,0 +1,208 @@
+"""ROS-free parts of the nodes: image conversion, parameters, launch arguments, frame slot, labels."""
+
+from __future__ import annotations
+
+import ast
+import threading
+from pathlib import Path
+from types import SimpleNamespace
+
+import cv2
+import numpy as np
+import pytest
+
+from emotion_perception.ros.frame_slot import LatestFrameSlot
+from emotion_perception.ros.image_conversion import (
+    SUPPORTED_ENCODINGS,
+    ImageConversionError,
+    compressed_to_rgb,
+    image_to_rgb,
+    raw_view,
+    rgb_to_image_fields,
+)
+from emotion_perception.ros.params import NODE_PARAMETERS, load_defaults
+from emotion_perception.runtime.labels import labels_over_threshold
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _rgb(height: int = 6, width: int = 8, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+
+
+def _msg(pixels: np.ndarray, encoding: str, pad: int = 0) -> SimpleNamespace:
+    """An Image-like message; ``pad`` garbage bytes end each row (step > width * channels)."""
+    pixels = pixels.reshape(pixels.shape[0], pixels.shape[1], -1)
+    height, width, channels = pixels.shape
+    rows = pixels.reshape(height, width * channels)
+    padded = np.concatenate([rows, np.full((height, pad), 0xAB, np.uint8)], axis=1)
+    return SimpleNamespace(height=height, width=width, encoding=encoding, is_bigendian=0,
+                           step=width * channels + pad, data=padded.tobytes())
+
+
+@pytest.mark.parametrize("pad", [0, 5])
+def test_rgb_bgr_rgba_bgra_mono_convert_to_the_same_pixels(pad):
+    rgb = _rgb()
+    cases = {
+        "rgb8": rgb,
+        "bgr8": rgb[..., ::-1],
+        "rgba8": np.concatenate([rgb, np.full(rgb.shape[:2] + (1,), 7, np.uint8)], axis=2),
+        "bgra8": np.concatenate([rgb[..., ::-1], np.full(rgb.shape[:2] + (1,), 7, np.uint8)], axis=2),
+    }
+    for encoding, pixels in cases.items():
+        np.testing.assert_array_equal(image_to_rgb(_msg(pixels, encoding, pad)), rgb, err_msg=encoding)
+    gray = rgb[..., 0]
+    np.testing.assert_array_equal(image_to_rgb(_msg(gray, "mono8", pad)), np.repeat(gray[..., None], 3, axis=2))
+
+
+def _pack_yuv422(rgb: np.ndarray, order: str) -> np.ndarray:
+    """Pack an image whose pixel pairs share one colour into UYVY or YUYV by hand, with the
+    limited-range ("video", Y in 16..235) BT.601 equations that cameras use."""
+    r, g, b = (rgb[..., i].astype(np.float64) for i in range(3))
+    y = 16 + (65.481 * r + 128.553 * g + 24.966 * b) / 255
+    u = 128 + (-37.797 * r - 74.203 * g + 112.0 * b) / 255
+    v = 128 + (112.0 * r - 93.786 * g - 18.214 * b) / 255
+    y, u, v = (np.clip(np.round(c), 0, 255).astype(np.uint8) for c in (y, u, v))
+    packed = np.empty(rgb.shape[:2] + (2,), np.uint8)
+    if order == "uyvy":
+        packed[:, 0::2, 0], packed[:, 1::2, 0] = u[:, 0::2], v[:, 0::2]
+        packed[..., 1] = y
+    else:
+        packed[..., 0] = y
+        packed[:, 0::2, 1], packed[:, 1::2, 1] = u[:, 0::2], v[:, 0::2]
+    return packed
+
+
+@pytest.mark.parametrize("encoding,order", [("yuv422", "uyvy"), ("uyvy", "uyvy"), ("yuv422_yuy2", "yuyv"), ("yuyv", "yuyv")])
+def test_yuv422_variants_decode_to_the_source_colours(encoding, order):
+    # Pixel pairs share a colour, so 4:2:2 subsampling loses nothing but rounding; colours
+    # stay inside the range that limited-range YUV represents without clipping.
+    rgb = np.repeat(np.clip(_rgb(4, 4, seed=1), 20, 235), 2, axis=1)
+    converted = image_to_rgb(_msg(_pack_yuv422(rgb, order), encoding))
+    assert converted.shape == rgb.shape
+    assert np.abs(converted.astype(int) - rgb.astype(int)).max() <= 6
+
+
+def test_raw_view_is_zero_copy_and_respects_step():
+    msg = _msg(_rgb(), "rgb8", pad=3)
+    view = raw_view(msg)
+    assert np.shares_memory(view, np.frombuffer(msg.data, np.uint8))
+    assert view.shape == (6, 8, 3)
+
+
+@pytest.mark.parametrize(
+    "change,match",
+    [
+        ({"encoding": "bayer_rggb8"}, "unsupported encoding"),
+        ({"encoding": "16UC1"}, "unsupported encoding"),
+        ({"step": 10}, "step 10 is smaller"),
+        ({"height": 0}, "empty image"),
+        ({"width": 0}, "empty image"),
+        ({"data": b"\x00" * 20}, "truncated data"),
+    ],
+)
+def test_malformed_images_raise_one_clear_error(change, match):
+    msg = _msg(_rgb(), "rgb8")
+    for key, value in change.items():
+        setattr(msg, key, value)
+    with pytest.raises(ImageConversionError, match=match):
+        image_to_rgb(msg)
+
+
+def test_compressed_jpeg_and_png_decode_and_garbage_is_rejected():
+    rgb = _rgb(16, 16)
+    ok, png = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    assert ok
+    np.testing.assert_array_equal(compressed_to_rgb(SimpleNamespace(format="png", data=png.tobytes())), rgb)
+    ok, jpeg = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    assert compressed_to_rgb(SimpleNamespace(format="jpeg", data=jpeg.tobytes())).shape == (16, 16, 3)
+    with pytest.raises(ImageConversionError, match="cannot decode"):
+        compressed_to_rgb(SimpleNamespace(format="jpeg", data=b"not an image"))
+    with pytest.raises(ImageConversionError, match="empty"):
+        compressed_to_rgb(SimpleNamespace(format="jpeg", data=b""))
+
+
+def test_debug_image_fields_round_trip():
+    rgb = _rgb()
+    np.testing.assert_array_equal(image_to_rgb(SimpleNamespace(**rgb_to_image_fields(rgb))), rgb)
+    assert "rgb8" in SUPPORTED_ENCODINGS
+
+
+@pytest.mark.parametrize("model", sorted(NODE_PARAMETERS))
+def test_params_yaml_gives_a_valid_default_for_every_declared_parameter(model):
+    defaults = load_defaults(ROOT / "config" / f"{model}.yaml", model)
+    assert set(defaults) == {spec.name for spec in NODE_PARAMETERS[model]}
+
+
+def test_params_yaml_typos_and_bad_values_are_errors(tmp_path):
+    good = (ROOT / "config" / "benet.yaml").read_text()
+    typo = tmp_path / "typo.yaml"
+    typo.write_text(good.replace("max_people:", "max_peple:"))
+    with pytest.raises(ValueError, match="unknown parameters"):
+        load_defaults(typo, "benet")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(good.replace("detection_threshold: 0.3", "detection_threshold: 1.5"))
+    with pytest.raises(ValueError, match="detection_threshold must be <= 1.0"):
+        load_defaults(bad, "benet")
+    wrong = tmp_path / "wrong.yaml"
+    wrong.write_text(good.replace("backend: auto", "backend: cuda"))
+    with pytest.raises(ValueError, match="backend must be one of"):
+        load_defaults(wrong, "benet")
+
+
+def test_every_launch_argument_maps_to_a_declared_parameter():
+    # The launch packages are not installable here: read the mapping from the source.
+    tree = ast.parse((ROOT / "emotion_perception" / "ros" / "launch_description.py").read_text())
+    mapping = next(
+        ast.literal_eval(node.value) for node in tree.body
+        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "PARAMETER_ARGUMENTS"
+    )
+    assert set(mapping) == set(NODE_PARAMETERS)
+    for model, arguments in mapping.items():
+        declared = {spec.name for spec in NODE_PARAMETERS[model]}
+        for argument, (parameter, _) in arguments.items():
+            assert parameter in declared, f"{model}: launch argument {argument} -> undeclared {parameter}"
+        launch_file = (ROOT / "launch" / f"{model}.launch.py").read_text()
+        assert f'node_launch_description("{model}")' in launch_file
+
+
+def test_frame_slot_keeps_the_latest_frame_and_counts_drops():
+    slot = LatestFrameSlot()
+    assert slot.put(1) is False
+    assert slot.put(2) is True
+    assert slot.put(3) is True
+    assert slot.take(timeout=0) == 3
+    slot.count("processed")
+    assert slot.take(timeout=0.01) is None
+    counters = slot.snapshot()
+    assert (counters.received, counters.dropped, counters.processed) == (3, 2, 1)
+
+
+def test_frame_slot_accounts_for_every_frame_under_concurrency():
+    slot = LatestFrameSlot()
+    done = threading.Event()
+
+    def consume():
+        while not (done.is_set() and slot.snapshot().received == 5000):
+            if slot.take(timeout=0.01) is not None:
+                slot.count("processed")
+        while slot.take(timeout=0) is not None:
+            slot.count("processed")
+
+    worker = threading.Thread(target=consume)
+    worker.start()
+    for frame in range(5000):
+        slot.put(frame)
+    done.set()
+    worker.join(timeout=30)
+    counters = slot.snapshot()
+    assert counters.received == 5000
+    assert counters.processed + counters.dropped == counters.received
+
+
+def test_labels_over_threshold_strongest_first():
+    categories = ("A", "B", "C", "D")
+    assert labels_over_threshold(np.array([0.2, 0.9, 0.5, 0.5]), categories, 0.5) == ["B", "C", "D"]
+    assert labels_over_threshold(np.array([0.2, 0.1, 0.3, 0.0]), categories, 0.5) == []
+    with pytest.raises(ValueError):
+        labels_over_threshold(np.array([0.2, 0.1]), categories, 0.5)
