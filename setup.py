@@ -32,7 +32,7 @@ setup(
     data_files=[
         (f"share/{PACKAGE}", ["package.xml"]),
         (f"share/{PACKAGE}/launch", _files("launch", "*.py")),
-        (f"share/{PACKAGE}/config", _files("config", "*.yaml")),
+        (f"share/{PACKAGE}/config", _files("config", "*.yaml") + _files("config", "*.xml")),
         (f"share/{PACKAGE}/models", _files("models")),
         ("share/ament_index/resource_index/packages", ["resource/" + PACKAGE]),
     ],

@@ -30,7 +30,10 @@ def ros_env() -> dict[str, str]:
         "RMW_IMPLEMENTATION": os.environ.get("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp"),
     }
     os.environ.update(env)
-    return {**os.environ, **env}
+    from emotion_perception.ros.dds_profile import apply_large_image_profile
+
+    apply_large_image_profile()  # this process and the nodes it starts, as in production
+    return dict(os.environ)
 
 
 def pytest_collection_modifyitems(config, items):

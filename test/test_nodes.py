@@ -62,10 +62,20 @@ class Peer:
             self.executor.spin_once(timeout_sec=0.05)
         return condition()
 
-    def wait_for_node(self, node: NodeProcess, timeout: float = 120.0) -> None:
+    def wait_for_node(self, node: NodeProcess, probe_rgb: np.ndarray, timeout: float = 120.0) -> None:
+        """Wait until the node subscribes and has answered one probe frame (best-effort frames
+        sent before its reader has matched our writer are lost by DDS, not by the node)."""
         ok = self.spin_until(lambda: self.images.get_subscription_count() > 0 or not node.alive(), timeout)
         assert node.alive(), "the node exited during start-up"
         assert ok, "the node did not subscribe in time"
+        deadline = time.monotonic() + timeout
+        stamp = 1_000_000_000 * 10**9
+        while not self.emotions and time.monotonic() < deadline and node.alive():
+            stamp += 1
+            self.images.publish(self.image(probe_rgb, stamp))
+            self.spin_until(lambda: bool(self.emotions), 1.0)
+        assert self.emotions, "the node never answered a probe frame"
+        self.emotions.clear()
 
     def image(self, rgb: np.ndarray, stamp_ns: int, encoding: str = "rgb8", **override):
         from sensor_msgs.msg import Image
@@ -122,7 +132,9 @@ def benet(ros_env, tmp_path_factory):
                        "/test/image", ros_env, log_path=log)
     peer = Peer("/test/image")
     try:
-        peer.wait_for_node(node)
+        from emotion_perception.bench.scenes import synthetic_frames
+
+        peer.wait_for_node(node, synthetic_frames(1, width=320, height=240, seed=99)[0][0])
         yield node, peer, log
     finally:
         peer.close()
@@ -134,7 +146,7 @@ def test_benet_node_publishes_people_with_the_input_header(benet, scenes):
     frames, truth = scenes
     overlaps = []
     for index, (rgb, notes) in enumerate(zip(frames, truth)):
-        stamp = 1_800_000_000 * 10**9 + index * 1_000_000
+        stamp = 1_700_000_100 * 10**9 + index * 1_000_000
         out = peer.send_and_wait(peer.image(rgb, stamp))
         assert out.header.frame_id == "test_camera"
         assert out.model == "benet"
@@ -167,8 +179,8 @@ def test_benet_node_keeps_running_after_malformed_images(benet, scenes):
         peer.images.publish(msg)
         peer.spin_until(lambda: False, 0.2)
     assert node.alive()
-    out = peer.send_and_wait(peer.image(rgb, 1_900_000_000 * 10**9))
-    assert out.header.stamp.sec == 1_900_000_000
+    out = peer.send_and_wait(peer.image(rgb, 1_700_000_200 * 10**9))
+    assert out.header.stamp.sec == 1_700_000_200
     assert all(s not in peer.emotions for s in (1, 2, 3, 4, 5))
     assert peer.spin_until(lambda: int(peer.latest_counters().get("frames_rejected", 0)) >= 1, 5.0)
     assert "frame rejected" in log.read_text()
@@ -177,9 +189,9 @@ def test_benet_node_keeps_running_after_malformed_images(benet, scenes):
 def test_benet_node_debug_image_and_diagnostics(benet, scenes):
     node, peer, _ = benet
     rgb = scenes[0][0]
-    peer.send_and_wait(peer.image(rgb, 2_000_000_000 * 10**9))
-    assert peer.spin_until(lambda: any(d.header.stamp.sec == 2_000_000_000 for d in peer.debug), 10.0)
-    debug = next(d for d in peer.debug if d.header.stamp.sec == 2_000_000_000)
+    peer.send_and_wait(peer.image(rgb, 1_700_000_300 * 10**9))
+    assert peer.spin_until(lambda: any(d.header.stamp.sec == 1_700_000_300 for d in peer.debug), 10.0)
+    debug = next(d for d in peer.debug if d.header.stamp.sec == 1_700_000_300)
     assert (debug.width, debug.height, debug.encoding) == (320, 240, "rgb8")
     assert peer.spin_until(lambda: bool(peer.latest_counters()), 5.0)
     counters = peer.latest_counters()
@@ -194,19 +206,19 @@ def test_benet_node_parameter_updates_apply_and_model_changes_are_rejected(benet
     rgb = scenes[0][0]
     (result,) = peer.set_parameters("benet_node", {"detection_threshold": 1.0})
     assert result.successful
-    out = peer.send_and_wait(peer.image(rgb, 2_100_000_000 * 10**9))
+    out = peer.send_and_wait(peer.image(rgb, 1_700_000_400 * 10**9))
     assert len(out.people) == 0  # sigmoid peaks never reach 1.0
-    (result,) = peer.set_parameters("benet_node", {"detection_threshold": 0.05, "max_people": 2})
-    assert result.successful
-    out = peer.send_and_wait(peer.image(rgb, 2_200_000_000 * 10**9))
+    results = peer.set_parameters("benet_node", {"detection_threshold": 0.05, "max_people": 2})
+    assert all(r.successful for r in results)
+    out = peer.send_and_wait(peer.image(rgb, 1_700_000_500 * 10**9))
     assert 1 <= len(out.people) <= 2
     (result,) = peer.set_parameters("benet_node", {"detection_threshold": 3.0})
     assert not result.successful
     (result,) = peer.set_parameters("benet_node", {"model_path": "/tmp/other.pt"})
     assert not result.successful and "read-only" in result.reason.lower()
-    (result,) = peer.set_parameters("benet_node", {"emotion_threshold": 0.0, "detection_threshold": 0.05, "max_people": 15})
-    assert result.successful
-    out = peer.send_and_wait(peer.image(rgb, 2_300_000_000 * 10**9))
+    results = peer.set_parameters("benet_node", {"emotion_threshold": 0.0, "detection_threshold": 0.05, "max_people": 15})
+    assert all(r.successful for r in results)
+    out = peer.send_and_wait(peer.image(rgb, 1_700_000_600 * 10**9))
     assert out.people and all(len(p.labels) == 26 for p in out.people)  # every score >= 0
 
 
@@ -214,7 +226,7 @@ def test_benet_node_drops_a_flood_instead_of_queuing(benet, scenes):
     node, peer, _ = benet
     rgb = scenes[0][0]
     before = dict(peer.latest_counters())
-    stamps = [2_400_000_000 * 10**9 + i for i in range(60)]
+    stamps = [1_700_000_700 * 10**9 + i for i in range(60)]
     for stamp in stamps:  # far faster than a CPU can infer
         peer.images.publish(peer.image(rgb, stamp))
         peer.executor.spin_once(timeout_sec=0.001)
@@ -238,16 +250,16 @@ def test_cahfw_node_classifies_a_real_face(ros_env, tmp_path):
                        log_path=tmp_path / "cahfw.log")
     peer = Peer("/test_cahfw/image")
     try:
-        peer.wait_for_node(node)
         photo = data.astronaut()  # one frontal face, about x 170-250, y 60-150 in 512x512
-        out = peer.send_and_wait(peer.image(photo, 2_500_000_000 * 10**9), timeout=60.0)
+        peer.wait_for_node(node, photo)
+        out = peer.send_and_wait(peer.image(photo, 1_700_000_800 * 10**9), timeout=60.0)
         assert out.model == "cahfw" and list(out.categories) == list(CAER_CATEGORIES)
-        assert len(out.people) == 1
-        face = out.people[0]
+        assert len(out.people) >= 1  # dlib HOG may add weaker false positives (the flag patch)
+        face = out.people[0]  # strongest first
         assert _iou((face.x_min, face.y_min, face.x_max, face.y_max), (165, 55, 255, 155)) > 0.3
         assert math.isclose(sum(face.scores), 1.0, abs_tol=1e-3)
         assert math.isnan(face.valence)
-        empty = peer.send_and_wait(peer.image(np.full((240, 320, 3), 90, np.uint8), 2_600_000_000 * 10**9))
+        empty = peer.send_and_wait(peer.image(np.full((240, 320, 3), 90, np.uint8), 1_700_000_900 * 10**9))
         assert len(empty.people) == 0
         assert node.alive()
     finally:

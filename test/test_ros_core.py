@@ -206,3 +206,23 @@ def test_labels_over_threshold_strongest_first():
     assert labels_over_threshold(np.array([0.2, 0.1, 0.3, 0.0]), categories, 0.5) == []
     with pytest.raises(ValueError):
         labels_over_threshold(np.array([0.2, 0.1]), categories, 0.5)
+
+
+def test_readme_documents_every_node_parameter():
+    readme = (ROOT / "README.md").read_text()
+    for specs in NODE_PARAMETERS.values():
+        for spec in specs:
+            assert f"`{spec.name}`" in readme, f"README does not document parameter {spec.name}"
+
+
+def test_large_image_dds_profile_applies_only_where_nothing_else_is_chosen():
+    from emotion_perception.ros.dds_profile import apply_large_image_profile
+
+    env: dict[str, str] = {}
+    path = apply_large_image_profile(env)
+    assert path and env["FASTDDS_DEFAULT_PROFILES_FILE"] == path and Path(path).is_file()
+    assert "<segment_size>16777216</segment_size>" in Path(path).read_text()
+    assert apply_large_image_profile({"FASTDDS_DEFAULT_PROFILES_FILE": "/mine.xml"}) is None
+    assert apply_large_image_profile({"FASTRTPS_DEFAULT_PROFILES_FILE": "/mine.xml"}) is None
+    assert apply_large_image_profile({"RMW_IMPLEMENTATION": "rmw_cyclonedds_cpp"}) is None
+    assert apply_large_image_profile({"EMOTION_PERCEPTION_DDS_PROFILE": "0"}) is None

@@ -99,7 +99,7 @@ def run_benchmark(
             node = NodeProcess(combination.node, parameters, "/bench/image", env,
                                log_path=log_dir / f"{combination.label.replace('/', '_')}.log")
             try:
-                replayer.wait_for_subscriber(timeout=120.0, node=node)
+                replayer.wait_for_subscriber(timeout=120.0, node=node, probe=loaded[0])
                 count = frames or len(loaded)
                 # One warm-up pass: first inferences allocate and compile; they are not measured.
                 replayer.play(loaded, rate_hz=5.0, count=min(5, count), node=node)

@@ -13,7 +13,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     source = make.add_mutually_exclusive_group(required=True)
     source.add_argument("--images", metavar="DIR", help="folder of images (png/jpg/bmp), taken in name order")
     source.add_argument("--synthetic", type=int, metavar="N", help="N synthetic scenes (ground truth saved beside the bag)")
-    make.add_argument("--people", type=int, default=None, help="synthetic: exactly this many people per frame (default: 1-8 mixed)")
+    source.add_argument("--photo-faces", type=int, metavar="N",
+                        help="N frames tiling a real photo's face (--people copies; default photo: scikit-image's "
+                             "astronaut), for comparisons that need dlib to find real faces")
+    make.add_argument("--people", type=int, default=None, help="exactly this many people (faces) per frame (synthetic default: 1-8 mixed; photo: 1)")
+    make.add_argument("--photo", default=None, help="--photo-faces: photo with one face (default: scikit-image's astronaut)")
+    make.add_argument("--face-box", type=float, nargs=4, default=None, metavar=("X1", "Y1", "X2", "Y2"),
+                      help="--photo-faces: the face in --photo (default: found with dlib HOG)")
     make.add_argument("--size", type=int, nargs=2, default=(640, 480), metavar=("W", "H"), help="synthetic frame size (default 640 480)")
     make.add_argument("--seed", type=int, default=0)
     make.add_argument("--out", required=True, help="bag directory to create (must not exist)")
@@ -39,6 +45,30 @@ def main(args: argparse.Namespace) -> int:
         if not paths:
             raise SystemExit(f"bag make: no images in {args.images}")
         frames = (read_rgb(p) for p in tqdm(paths, desc="images", unit="img"))
+    elif args.photo_faces:
+        from emotion_perception.bench.scenes import photo_collage_frames
+
+        if args.photo:
+            from emotion_perception.data.imageio import read_rgb
+
+            photo = read_rgb(args.photo)
+        else:
+            try:
+                from skimage import data as skimage_data
+            except ImportError:
+                raise SystemExit("bag make: --photo-faces without --photo needs scikit-image (its astronaut photo)")
+            photo = skimage_data.astronaut()
+        face_box = args.face_box
+        if face_box is None:
+            from emotion_perception.data.faces import FaceDetector
+
+            found = FaceDetector("hog").detect(photo)
+            if len(found) == 0:
+                raise SystemExit("bag make: dlib found no face in the photo; give --face-box")
+            face_box = found[0, :4].tolist()
+        frame_list, annotations = photo_collage_frames(args.photo_faces, args.people or 1, photo, tuple(face_box),
+                                                       *args.size, seed=args.seed)
+        frames = iter(frame_list)
     else:
         from emotion_perception.bench.scenes import synthetic_frames
 

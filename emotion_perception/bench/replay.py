@@ -136,6 +136,10 @@ class Replayer:
 
         from emotion_perception.msg import PersonEmotions
 
+        from emotion_perception.ros.dds_profile import apply_large_image_profile
+
+        # Our writer must use the same large-image transport as the node (set before init).
+        apply_large_image_profile()
         self._rclpy = rclpy
         self.context = rclpy.Context()
         rclpy.init(context=self.context)
@@ -191,17 +195,45 @@ class Replayer:
             loaded.append((self._publisher(frame.msgtype), deserialize_message(frame.cdr, cls)))
         return loaded
 
-    def wait_for_subscriber(self, timeout: float = 60.0, node: NodeProcess | None = None) -> None:
-        """Block until the node under test subscribes to the image topic (it loads its model first)."""
+    def wait_for_subscriber(self, timeout: float = 60.0, node: NodeProcess | None = None,
+                            probe: Any = None) -> None:
+        """Block until the node under test subscribes to the image topic (it loads its model
+        first) and, with ``probe`` (a loaded frame), until it has answered one frame.
+
+        The writer can see the match before the node's reader has matched the writer; best-effort
+        frames sent in between are lost (DDS discovery), which a replay must not count as drops.
+        """
         deadline = time.monotonic() + timeout
         publishers = list(self._publishers.values())
-        while time.monotonic() < deadline:
+
+        def check_alive() -> None:
             if node is not None and not node.alive():
-                raise RuntimeError(f"the node exited with code {node.process.returncode} before subscribing")
-            if publishers and all(p.get_subscription_count() > 0 for p in publishers):
-                return
+                raise RuntimeError(f"the node exited with code {node.process.returncode} before answering")
+
+        while not (publishers and all(p.get_subscription_count() > 0 for p in publishers)):
+            check_alive()
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no subscriber on {self.image_topic} after {timeout:.0f} s")
             time.sleep(0.05)
-        raise TimeoutError(f"no subscriber on {self.image_topic} after {timeout:.0f} s")
+        if probe is None:
+            return
+        with self._lock:
+            self._outputs.clear()
+        publisher, message = probe
+        while True:
+            check_alive()
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the node did not answer a probe frame within {timeout:.0f} s")
+            stamp = time.time_ns()
+            message.header.stamp.sec, message.header.stamp.nanosec = divmod(stamp, 10**9)
+            publisher.publish(message)
+            answered_by = time.monotonic() + 1.0
+            while time.monotonic() < answered_by:
+                with self._lock:
+                    if self._outputs:
+                        self._outputs.clear()
+                        return
+                time.sleep(0.02)
 
     def play(self, loaded: list[tuple[Any, Any]], rate_hz: float, count: int | None = None,
              settle_s: float = 2.0, node: NodeProcess | None = None) -> ReplayResult:

@@ -280,6 +280,9 @@ def run(model_kind: str, node_name: str, argv: list[str] | None = None) -> int:
 
     from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 
+    from emotion_perception.ros.dds_profile import apply_large_image_profile
+
+    profile = apply_large_image_profile()
     try:
         with rclpy.init(args=argv if argv is not None else sys.argv):
             try:
@@ -287,6 +290,8 @@ def run(model_kind: str, node_name: str, argv: list[str] | None = None) -> int:
             except (FileNotFoundError, ValueError, RuntimeError, ImportError) as err:
                 print(f"{node_name}: cannot start: {err}", file=sys.stderr)
                 return 1
+            if profile:
+                node.get_logger().info(f"Fast DDS profile for large images: {profile}")
             # The worker thread does the inference, so one executor thread is enough to keep
             # subscriptions, timers and parameter services responsive.
             executor = SingleThreadedExecutor()
