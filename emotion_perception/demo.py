@@ -88,7 +88,7 @@ def main(args: argparse.Namespace) -> int:
     try:
         loaded = replayer.load(frames)
         try:
-            replayer.wait_for_subscriber(timeout=120.0, node=node)
+            replayer.wait_for_subscriber(timeout=120.0, node=node, probe=loaded[0])
         except (RuntimeError, TimeoutError) as err:
             print(f"benet_node did not come up: {err}\n--- node log ---\n{(out / 'benet_node.log').read_text()}")
             return 1

@@ -28,6 +28,9 @@ def ros_env() -> dict[str, str]:
         "ROS_DOMAIN_ID": os.environ.get("EP_TEST_ROS_DOMAIN_ID", str(_pick_domain_id())),
         "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST",
         "RMW_IMPLEMENTATION": os.environ.get("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp"),
+        # Nodes share the 2 CI cores with the test process: one intra-op thread each avoids the
+        # OpenMP oversubscription slowdown measured in docs/BENCHMARKS.md.
+        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
     }
     os.environ.update(env)
     from emotion_perception.ros.dds_profile import apply_large_image_profile

@@ -141,7 +141,7 @@ def test_params_yaml_typos_and_bad_values_are_errors(tmp_path):
     with pytest.raises(ValueError, match="unknown parameters"):
         load_defaults(typo, "benet")
     bad = tmp_path / "bad.yaml"
-    bad.write_text(good.replace("detection_threshold: 0.3", "detection_threshold: 1.5"))
+    bad.write_text(good.replace("detection_threshold: 0.2", "detection_threshold: 1.5"))
     with pytest.raises(ValueError, match="detection_threshold must be <= 1.0"):
         load_defaults(bad, "benet")
     wrong = tmp_path / "wrong.yaml"
