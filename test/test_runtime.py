@@ -305,3 +305,33 @@ def test_backend_outputs_are_named_like_the_card(benet_torch, benet_ort):
         outputs = predictor.backend.infer({"image": image if predictor.backend.array_type == "torch" else image.numpy()})
         assert tuple(outputs) == predictor.card.output_names
         assert tuple(outputs["emotions_2"].shape) == (1, 26, 32, 48)
+
+
+@pytest.mark.parametrize("model", ["benet_lite_demo.pt", "cahfw_small_demo.pt"])
+def test_backends_agree_on_the_shipped_demo_models(model, tmp_path):
+    """The weights a robot runs: PyTorch and ONNX Runtime give the same people."""
+    from pathlib import Path
+
+    from skimage import data
+
+    path = Path(__file__).resolve().parents[1] / "models" / model
+    frame = draw_scene(np.random.default_rng(5), 3).image if model.startswith("benet") else data.astronaut()
+    results = []
+    for backend in ("torch", "onnxruntime"):
+        predictor = load_predictor(path, backend=backend, device="cpu", cache_dir=tmp_path)
+        results.append(predictor.predict(frame, detection_threshold=0.0, max_people=5))
+    torch_people, ort_people = results
+    assert len(torch_people) == len(ort_people) >= 1
+    # The resizers differ (cv2 on the ONNX Runtime CPU path, torch on-device): close, not equal.
+    np.testing.assert_allclose(sorted(p.score for p in torch_people), sorted(p.score for p in ort_people), atol=0.02)
+    for person in (p for p in torch_people if p.score >= 0.2):
+        best = max(ort_people, key=lambda q: _iou(person.box, q.box))
+        assert _iou(person.box, best.box) > 0.9
+        np.testing.assert_allclose(person.scores, best.scores, atol=0.03)
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - ix * iy
+    return float(ix * iy / union) if union > 0 else 0.0
