@@ -12,17 +12,10 @@ import pytest
 
 from emotion_perception.bench.replay import NodeProcess
 from emotion_perception.data.categories import CAER_CATEGORIES, EMOTIC_CATEGORIES
+from emotion_perception.eval.metrics import box_iou
 
 pytestmark = pytest.mark.ros
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _iou(a, b) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
 
 
 class Peer:
@@ -159,7 +152,8 @@ def test_benet_node_publishes_people_with_the_input_header(benet, scenes):
             scores = [person.scores[EMOTIC_CATEGORIES.index(n)] for n in person.labels]
             assert scores == sorted(scores, reverse=True)
         for box in notes["boxes"]:
-            overlaps.append(max((_iou(box, (p.x_min, p.y_min, p.x_max, p.y_max)) for p in out.people), default=0.0))
+            found = [(p.x_min, p.y_min, p.x_max, p.y_max) for p in out.people]
+            overlaps.append(float(box_iou([box], found).max()) if found else 0.0)
     # The demo model is small and trained briefly: most people must be found, not all.
     assert np.mean(np.array(overlaps) >= 0.5) >= 0.6, f"people found (IoU >= 0.5): {np.round(overlaps, 2)}"
     assert node.alive()
@@ -263,7 +257,7 @@ def test_cahfw_node_classifies_a_real_face(ros_env, tmp_path):
         assert out.model == "cahfw" and list(out.categories) == list(CAER_CATEGORIES)
         assert len(out.people) >= 1  # dlib HOG may add weaker false positives (the flag patch)
         face = out.people[0]  # strongest first
-        assert _iou((face.x_min, face.y_min, face.x_max, face.y_max), (165, 55, 255, 155)) > 0.3
+        assert box_iou([(face.x_min, face.y_min, face.x_max, face.y_max)], [(165, 55, 255, 155)])[0, 0] > 0.3
         assert math.isclose(sum(face.scores), 1.0, abs_tol=1e-3)
         assert math.isnan(face.valence)
         empty = peer.send_and_wait(peer.image(np.full((240, 320, 3), 90, np.uint8), 1_700_000_900 * 10**9))

@@ -9,6 +9,7 @@ import torch
 from deploy_models import peaky_benet, save_checkpoint, tiny_cahfw
 from emotion_perception.data.geometry import boxes_to_letterbox
 from emotion_perception.export.onnx_export import export_onnx
+from emotion_perception.eval.metrics import box_iou
 from emotion_perception.export.scenes import draw_scene
 from emotion_perception.nets.decode import DecodeConfig
 from emotion_perception.runtime import PersonPrediction, load_predictor
@@ -324,14 +325,11 @@ def test_backends_agree_on_the_shipped_demo_models(model, tmp_path):
     assert len(torch_people) == len(ort_people) >= 1
     # The resizers differ (cv2 on the ONNX Runtime CPU path, torch on-device): close, not equal.
     np.testing.assert_allclose(sorted(p.score for p in torch_people), sorted(p.score for p in ort_people), atol=0.02)
-    for person in (p for p in torch_people if p.score >= 0.2):
-        best = max(ort_people, key=lambda q: _iou(person.box, q.box))
-        assert _iou(person.box, best.box) > 0.9
-        np.testing.assert_allclose(person.scores, best.scores, atol=0.03)
+    ious = box_iou([p.box for p in torch_people], [q.box for q in ort_people])
+    for row, person in enumerate(torch_people):
+        if person.score < 0.2:
+            continue
+        best = int(ious[row].argmax())
+        assert ious[row, best] > 0.9
+        np.testing.assert_allclose(person.scores, ort_people[best].scores, atol=0.03)
 
-
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - ix * iy
-    return float(ix * iy / union) if union > 0 else 0.0
