@@ -267,3 +267,14 @@ def test_two_process_gloo_helpers(tmp_path: Path) -> None:
         assert result["averages"]["v"] == pytest.approx(4.5)
         assert result["deadline"] is True  # rank 1's deadline stops both ranks
     assert math.isfinite(results[0]["mean"])
+
+
+def test_bad_input_errors_share_one_base() -> None:
+    from emotion_perception.data.records import AnnotationError
+    from emotion_perception.errors import FieldError
+
+    for error_type in (AnnotationError, CheckpointError, C.ConfigError):
+        err = error_type("recipe.yaml", "lr", "must be > 0")
+        assert isinstance(err, FieldError) and isinstance(err, ValueError)
+        assert str(err) == "recipe.yaml: field 'lr': must be > 0"
+        assert (err.file, err.field_name, err.problem) == ("recipe.yaml", "lr", "must be > 0")

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from emotion_perception.errors import FieldError
+
 
 @dataclass
 class PersonRecord:
@@ -74,11 +76,5 @@ class FaceRecord:
     split: str = ""
 
 
-class AnnotationError(ValueError):
+class AnnotationError(FieldError):
     """A malformed annotation; the message names the file and the field."""
-
-    def __init__(self, file: str | Path, field_name: str, problem: str) -> None:
-        super().__init__(f"{file}: field '{field_name}': {problem}")
-        self.file = str(file)
-        self.field_name = field_name
-        self.problem = problem

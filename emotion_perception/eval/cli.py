@@ -1,4 +1,4 @@
-"""``emotion-perception eval {benet,cahfw}``: a checkpoint's paper metrics, predictions and plots.
+"""``emotion-perception eval {benet,cahfw,ablation}``: a checkpoint's paper metrics, predictions and plots.
 
 Only argparse at module level; the evaluation modules are imported when the command runs.
 """
@@ -33,6 +33,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     cahfw = models.add_parser("cahfw", help="CAHFW-Net on CAER-S: accuracy, per-class accuracy, confusion matrix",
                               description="Evaluate a CAHFW-Net checkpoint with the CAHFW-Net paper's metrics.")
     _common_options(cahfw, "CAER-S", "runs/eval_cahfw")
+    ablation = models.add_parser("ablation", help="table + figure of a BENet head ablation's evaluated runs",
+                                 description="Summarise <heads>_s<seed> run folders (scripts/ablation_benet_heads.sh): "
+                                             "mean and spread over seeds per head set.")
+    from emotion_perception.eval.ablation import add_arguments as ablation_arguments
+
+    ablation_arguments(ablation)
 
 
 def _summary(model: str, metrics: dict) -> str:
@@ -53,6 +59,10 @@ def _summary(model: str, metrics: dict) -> str:
 def main(args: argparse.Namespace) -> int:
     import sys
 
+    if args.model == "ablation":
+        from emotion_perception.eval.ablation import run
+
+        return run(args, sys.stdout)
     from emotion_perception.nets.factory import CheckpointError
 
     try:

@@ -138,7 +138,8 @@ def _overlay(image_rgb: np.ndarray, heat: np.ndarray, colormap: str) -> np.ndarr
     heat = np.clip((heat - low) / max(high - low, 1e-6), 0.0, 1.0)
     colour = plt.get_cmap(colormap)(heat)[..., :3]
     alpha = 0.25 + 0.6 * heat[..., None]
-    return (image_rgb.astype(np.float32) / 255.0) * (1 - alpha) + colour * alpha
+    # float32 rounding of the blend can land a hair above 1, which imshow clips with a warning.
+    return np.clip((image_rgb.astype(np.float32) / 255.0) * (1 - alpha) + colour * alpha, 0.0, 1.0)
 
 
 def plot_detection_example(
@@ -194,4 +195,44 @@ def plot_detection_example(
     if title:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_seed_bars(
+    groups: Sequence[str], series: Mapping[str, Sequence[Sequence[float]]], path: str | Path,
+    ylabel: str = "value", title: str = "", reference: float | None = None, reference_label: str = "reference",
+) -> Path:
+    """Grouped bars of means with every seed's value as a dot: how far apart runs of one setting are.
+
+    ``series`` maps a legend name to one list of per-seed values per group (an empty list draws
+    no bar, e.g. a metric the setting does not have). ``reference`` draws a dashed horizontal line
+    (e.g. the chance level).
+    """
+    plt = _pyplot()
+    names = list(series)
+    width = 0.8 / max(len(names), 1)
+    fig, ax = plt.subplots(figsize=(1.6 + 1.5 * len(groups), 3.8))
+    for offset, name in enumerate(names):
+        positions = np.arange(len(groups)) + (offset - (len(names) - 1) / 2) * width
+        labelled = False
+        for position, values in zip(positions, series[name]):
+            if len(values) == 0:
+                continue
+            ax.bar(position, float(np.mean(values)), width * 0.9, color=f"C{offset}", alpha=0.55,
+                   label=None if labelled else name)
+            labelled = True
+            ax.scatter(np.full(len(values), position), values, color=f"C{offset}", edgecolor="black",
+                       linewidth=0.5, s=22, zorder=3)
+            ax.annotate(f"{100 * np.mean(values):.1f}", (position, float(np.max(values))), textcoords="offset points",
+                        xytext=(0, 4), ha="center", fontsize=7)
+    if reference is not None:
+        ax.axhline(reference, color="gray", linestyle="--", linewidth=1, label=f"{reference_label} {100 * reference:.1f}")
+    ax.set_xticks(range(len(groups)), groups)
+    ax.set_ylabel(ylabel)
+    top = max([float(np.max(v)) for values in series.values() for v in values if len(v)] + [reference or 0.0])
+    ax.set_ylim(0, top * 1.12 if top > 0 else 1)  # room for the value labels above the dots
+    ax.set_title(title, pad=24)
+    ax.grid(axis="y", alpha=0.3)
+    # Above the axes: inside, the legend would hide the tallest bar.
+    ax.legend(fontsize=8, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=len(names) + 1, frameon=False)
     return _save(fig, path)

@@ -22,6 +22,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from emotion_perception.errors import FieldError
+
 # Model name -> module that registers it. A module that does not exist (yet) is skipped.
 MODEL_MODULES: dict[str, str] = {
     "benet": "emotion_perception.nets.benet",
@@ -43,14 +45,8 @@ class ModelEntry:
 MODEL_REGISTRY: dict[str, ModelEntry] = {}
 
 
-class CheckpointError(ValueError):
+class CheckpointError(FieldError):
     """A checkpoint that cannot be used; the message names the file and the field."""
-
-    def __init__(self, file: str | Path, field_name: str, problem: str) -> None:
-        super().__init__(f"{file}: field '{field_name}': {problem}")
-        self.file = str(file)
-        self.field_name = field_name
-        self.problem = problem
 
 
 def register_model(

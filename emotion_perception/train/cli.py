@@ -26,6 +26,8 @@ def _common_options(parser: argparse.ArgumentParser, model: str) -> None:
                         help="training device (torchrun: one GPU per process)")
     parser.add_argument("--workers", type=int, help="override the recipe's DataLoader workers per process")
     parser.add_argument("--max-steps", type=int, help="stop after this many optimisation steps (smoke runs)")
+    parser.add_argument("--seed", type=int,
+                        help="override the recipe's seed (weights, data order, augmentation): repeat runs")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -66,6 +68,7 @@ def recipe_with_overrides(args: argparse.Namespace) -> dict:
         "batch_size": args.batch_size,
         "workers": args.workers,
         "max_steps": args.max_steps,
+        "seed": args.seed,
     }
     if args.model == "benet":
         overrides.update({
@@ -81,9 +84,8 @@ def recipe_with_overrides(args: argparse.Namespace) -> dict:
 def main(args: argparse.Namespace) -> int:
     import sys
 
-    from emotion_perception.data.records import AnnotationError
-    from emotion_perception.nets.factory import CheckpointError
-    from emotion_perception.train.common import ConfigError, NonFiniteLossError
+    from emotion_perception.errors import FieldError
+    from emotion_perception.train.common import NonFiniteLossError
 
     try:
         values = recipe_with_overrides(args)
@@ -95,8 +97,9 @@ def main(args: argparse.Namespace) -> int:
             from emotion_perception.train.cahfw import train_cahfw
 
             best = train_cahfw(values, args)
-    except (ConfigError, AnnotationError, CheckpointError, FileNotFoundError, NonFiniteLossError) as err:
-        # One clear line instead of a traceback: these are the user's to fix (recipe, paths, lr).
+    except (FieldError, FileNotFoundError, NonFiniteLossError) as err:
+        # One clear line instead of a traceback: these are the user's to fix (recipe, annotations,
+        # checkpoint to resume, paths, lr). FieldError: ConfigError, AnnotationError, CheckpointError.
         print(f"emotion-perception train {args.model}: {err}", file=sys.stderr)
         return 2
     print(f"best checkpoint: {best}")

@@ -29,15 +29,11 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from emotion_perception.errors import FieldError
 
-class ConfigError(ValueError):
+
+class ConfigError(FieldError):
     """A bad training recipe; the message names the file and the field."""
-
-    def __init__(self, file: str | Path, field_name: str, problem: str) -> None:
-        super().__init__(f"{file}: field '{field_name}': {problem}")
-        self.file = str(file)
-        self.field_name = field_name
-        self.problem = problem
 
 
 class NonFiniteLossError(RuntimeError):
