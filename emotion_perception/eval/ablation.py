@@ -9,14 +9,16 @@ between two head sets means something only where it exceeds the run-to-run sprea
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import re
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TextIO
 
-HEAD_ORDER = ("bu", "det", "pc", "bg", "vad")
 HEAD_LABELS = {"bu": "BU", "det": "Det", "pc": "PC", "bg": "BG", "vad": "VAD"}
 RUN_NAME = re.compile(r"^(?P<heads>[a-z]+(?:_[a-z]+)*)_s(?P<seed>\d+)$")
 
@@ -53,12 +55,14 @@ class AblationRow:
 
 
 def parse_heads(text: str, source: Path) -> tuple[str, ...]:
-    heads = tuple(text.split("_"))
-    unknown = [name for name in heads if name not in HEAD_ORDER]
-    if unknown or "bu" not in heads:
-        raise ValueError(f"{source}: run folder name gives heads {heads}; expected '_'-joined names of "
-                         f"{', '.join(HEAD_ORDER)} including bu (e.g. bu_det_s0)")
-    return tuple(sorted(heads, key=HEAD_ORDER.index))
+    """Heads named by a run folder (``bu_det``), validated and ordered as training does; BU required."""
+    from emotion_perception.train.benet import parse_heads as parse_trained_heads
+
+    heads = parse_trained_heads(text.split("_"), source)  # ConfigError (a ValueError) on unknown names
+    if "bu" not in heads:
+        raise ValueError(f"{source}: field 'heads': {heads} has no bu; the ablation compares bottom-up mAP "
+                         f"(folder names like bu_det_s0)")
+    return heads
 
 
 def _number(metrics: dict, path: str, source: Path) -> float | None:
@@ -130,8 +134,10 @@ def collect(root: Path, eval_name: str = "eval_test") -> list[AblationRow]:
         rows.setdefault(run.heads, AblationRow(run.heads)).runs.append(run)
     for row in rows.values():
         row.runs.sort(key=lambda run: run.seed)
-    # Paper order: more heads later; among equal counts, the HEAD_ORDER position decides.
-    return sorted(rows.values(), key=lambda row: (len(row.heads), [HEAD_ORDER.index(h) for h in row.heads]))
+    from emotion_perception.train.benet import HEAD_NAMES
+
+    # Paper order: more heads later; among equal counts, the heads' training order decides.
+    return sorted(rows.values(), key=lambda row: (len(row.heads), [HEAD_NAMES.index(h) for h in row.heads]))
 
 
 def mean_and_spread(values: Sequence[float]) -> tuple[float, float]:
@@ -167,38 +173,25 @@ def markdown_table(rows: Sequence[AblationRow]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot(rows: Sequence[AblationRow], path: Path, title: str = "BENet head ablation") -> Path:
-    """BU and fusion mAP per head set: each seed a dot, the mean a bar."""
+def plot(rows: Sequence[AblationRow], path: Path, chance: float | None = None,
+         title: str = "BENet head ablation") -> Path:
+    """BU and fusion mAP per head set: each seed a dot, the mean a bar; ``chance`` a dashed line."""
     from emotion_perception.eval.plots import plot_seed_bars
 
     series = {"BU (bottom-up maps)": [row.values("bu_map") for row in rows],
               "fusion (BU + PC)": [row.values("fusion_map") for row in rows]}
-    chances = [value for row in rows for value in row.values("chance_map")]
-    # Every run is evaluated on the same split, so one chance level holds for all of them.
-    chance = sum(chances) / len(chances) if chances else None
     return plot_seed_bars([row.label for row in rows], series, path, ylabel="mAP at ground-truth centres",
                           title=title, reference=chance, reference_label="chance (random scores)")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    import argparse
-    import sys
-
-    parser = argparse.ArgumentParser(prog="python -m emotion_perception.eval.ablation", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_arguments(parser)
-    return run(parser.parse_args(argv), sys.stdout)
-
-
-def add_arguments(parser) -> None:
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("runs", type=Path, help="folder of <heads>_s<seed> run folders")
     parser.add_argument("--eval-name", default="eval_test", help="evaluation subfolder of each run")
     parser.add_argument("--plot", type=Path, help="figure path (default: RUNS/ablation.png)")
 
 
-def run(args, stream) -> int:
-    import sys
-
+def run(args: argparse.Namespace, stream: TextIO) -> int:
+    """``eval ablation``: the table to ``stream``, the figure to ``--plot``; 2 on bad or no runs."""
     try:
         rows = collect(args.runs, args.eval_name)
     except (OSError, ValueError) as err:
@@ -208,14 +201,12 @@ def run(args, stream) -> int:
         print(f"ablation: no evaluated <heads>_s<seed> runs under {args.runs}", file=sys.stderr)
         return 2
     stream.write(markdown_table(rows))
-    chances = sorted({round(value, 4) for row in rows for value in row.values("chance_map")})
+    chances = [value for row in rows for value in row.values("chance_map")]
     if chances:
+        # Distinct levels are listed: more than one means the runs were evaluated on different data.
         stream.write(f"\nChance mAP (random scores, mean category prevalence): "
-                     f"{', '.join(f'{100 * value:.1f}' for value in chances)}\n")
-    figure = plot(rows, args.plot or args.runs / "ablation.png")
+                     f"{', '.join(f'{100 * value:.1f}' for value in sorted({round(v, 4) for v in chances}))}\n")
+    # The figure draws one line: the mean, which is the common level when the runs share their data.
+    figure = plot(rows, args.plot or args.runs / "ablation.png", sum(chances) / len(chances) if chances else None)
     print(f"figure: {figure}", file=sys.stderr)
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -181,6 +182,29 @@ def choose_backend(kind: str, backend: str, device: str, available: Availability
 # --------------------------------------------------------------------------- export cache
 
 
+def _cached_model_file(
+    path: Path, reusable: Callable[[ModelCard], bool], make: Callable[[Path], ModelCard], what: str
+) -> tuple[Path, ModelCard]:
+    """``path`` and its card if the card is ``reusable``; else ``make(partial)`` writes a model and
+    its sidecar card at ``partial`` and both are renamed into place."""
+    if path.is_file():
+        try:
+            card = read_onnx_card(path)
+            if reusable(card):
+                return path, card
+        except (ModelCardError, ValueError):
+            pass  # a damaged cache entry is simply rebuilt
+    LOGGER.info("%s (one-time, cached): %s", what, path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Written beside the final name and renamed: two processes loading the same model at once
+    # must never see a half-written file.
+    partial = path.with_name(f"{path.stem}.partial-{os.getpid()}.onnx")
+    card = make(partial)
+    os.replace(sidecar_path(partial), sidecar_path(path))
+    os.replace(partial, path)
+    return path, card
+
+
 def cached_onnx(checkpoint: str | Path, cache_dir: str | Path, precision: str = "fp32") -> tuple[Path, ModelCard]:
     """The ONNX export of ``checkpoint`` in ``cache_dir/onnx`` (exported on first use).
 
@@ -191,24 +215,17 @@ def cached_onnx(checkpoint: str | Path, cache_dir: str | Path, precision: str = 
 
     checkpoint = Path(checkpoint)
     digest = file_sha256(checkpoint)
-    path = Path(cache_dir) / "onnx" / f"{checkpoint.stem}-{digest[:16]}-{precision}.onnx"
-    if path.is_file():
-        try:
-            card = read_onnx_card(path)
-            if card.source.get("checkpoint_sha256") == digest and card.precision == precision:
-                return path, card
-        except (ModelCardError, ValueError):
-            pass  # a damaged cache entry is simply rebuilt
-    model, saved = load_model_from_checkpoint(checkpoint, map_location="cpu")
-    LOGGER.info("exporting %s to %s (one-time, cached)", checkpoint, path)
-    source = {"checkpoint": str(checkpoint.resolve()), "checkpoint_sha256": digest, "epoch": saved.get("epoch")}
-    # Export beside the final name and rename: two processes loading the same checkpoint at
-    # once must never see a half-written model.
-    partial = path.with_name(f"{path.stem}.partial-{os.getpid()}.onnx")
-    result = export_onnx(model, partial, precision=precision, source=source)
-    os.replace(result.card_path, sidecar_path(path))
-    os.replace(partial, path)
-    return path, result.card
+
+    def export(partial: Path) -> ModelCard:
+        model, saved = load_model_from_checkpoint(checkpoint, map_location="cpu")
+        source = {"checkpoint": str(checkpoint.resolve()), "checkpoint_sha256": digest, "epoch": saved.get("epoch")}
+        return export_onnx(model, partial, precision=precision, source=source).card
+
+    return _cached_model_file(
+        Path(cache_dir) / "onnx" / f"{checkpoint.stem}-{digest[:16]}-{precision}.onnx",
+        lambda card: card.source.get("checkpoint_sha256") == digest and card.precision == precision,
+        export, f"exporting {checkpoint} to ONNX {precision}",
+    )
 
 
 def cached_int8_onnx(fp32_onnx: str | Path, cache_dir: str | Path) -> tuple[Path, ModelCard]:
@@ -218,18 +235,8 @@ def cached_int8_onnx(fp32_onnx: str | Path, cache_dir: str | Path) -> tuple[Path
 
     fp32_onnx = Path(fp32_onnx)
     digest = file_sha256(fp32_onnx)
-    path = Path(cache_dir) / "onnx" / f"{fp32_onnx.stem}-{digest[:16]}-int8.onnx"
-    if path.is_file():
-        try:
-            card = read_onnx_card(path)
-            if card.precision == "int8":
-                return path, card
-        except (ModelCardError, ValueError):
-            pass
-    LOGGER.info("quantising %s to INT8 (one-time, cached): %s", fp32_onnx, path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f"{path.stem}.partial-{os.getpid()}.onnx")
-    _, card = quantize_int8(fp32_onnx, partial)
-    os.replace(sidecar_path(partial), sidecar_path(path))
-    os.replace(partial, path)
-    return path, card
+    return _cached_model_file(
+        Path(cache_dir) / "onnx" / f"{fp32_onnx.stem}-{digest[:16]}-int8.onnx",
+        lambda card: card.precision == "int8",
+        lambda partial: quantize_int8(fp32_onnx, partial)[1], f"quantising {fp32_onnx} to INT8",
+    )
