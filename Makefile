@@ -1,13 +1,15 @@
 # The two commands of the README:
 #   make run    set up (idempotent), then run the main job on the embedded demo
 #   make test   set up (idempotent), then run the test suite
-VENV := .venv
+# EP_VENV=DIR uses another venv (CI: one per ROS distro); ROS_DISTRO=jazzy|kilted picks the
+# ROS 2 wheel set when no distro is sourced (scripts/setup.sh).
+VENV := $(or $(EP_VENV),.venv)
 PY := $(VENV)/bin/python
 
 .PHONY: setup run test clean
 
 setup:
-	@bash scripts/setup.sh
+	@EP_VENV=$(VENV) bash scripts/setup.sh
 
 run: setup
 	@$(VENV)/bin/emotion-perception demo

@@ -3,17 +3,22 @@
 #
 #   * a ROS 2 distro sourced (ROS_DISTRO set, /opt/ros/<distro>): the venv sees the distro's
 #     Python packages (--system-site-packages) and the messages are built against it;
-#   * no ROS: ROS 2 Kilted comes from PyPI wheels into the venv, which then is a ROS prefix.
+#   * no ROS: ROS 2 comes from PyPI wheels into the venv, which then is a ROS prefix.
+#     ROS_DISTRO=jazzy (default, the LTS) or ROS_DISTRO=kilted picks the wheel set.
 #
-# Then: Python dependencies, the messages (rosidl, built with CMake into the venv prefix), and
-# the emotion_perception package itself (editable). Idempotent: a stamp records the hash of
-# every input, a second run with nothing changed returns in about a second.
+# Then: Python dependencies, the messages (rosidl, built with CMake into the venv prefix), the
+# emotion_perception package itself (editable), and the layout an ament install has in its
+# prefix (lib/emotion_perception/<executables>, share/emotion_perception/{launch,config,models},
+# the ament index marker) so that `ros2 run` / `ros2 launch` find the package. Idempotent: a
+# stamp records the hash of every input, a second run with nothing changed returns in about a
+# second.
 #
-# Usage: scripts/setup.sh [--force]
+# Usage: scripts/setup.sh [--force]        (EP_VENV=DIR: another venv than .venv/)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-VENV="$ROOT/.venv"
+VENV="${EP_VENV:-.venv}"
+[[ "$VENV" == /* ]] || VENV="$ROOT/$VENV"
 PY="${PYTHON:-python3}"
 STAMP="$VENV/.setup-stamp"
 FORCE=0
@@ -21,21 +26,35 @@ FORCE=0
 
 log() { printf '[setup] %s\n' "$*" >&2; }
 
+WHEEL_DISTROS=(jazzy kilted)
 if [[ -n "${ROS_DISTRO:-}" && -d "/opt/ros/${ROS_DISTRO}" ]]; then
   MODE="system-ros-${ROS_DISTRO}"
 else
-  MODE="ros-wheels-kilted"
+  DISTRO="${ROS_DISTRO:-jazzy}"
+  if [[ ! " ${WHEEL_DISTROS[*]} " == *" $DISTRO "* ]]; then
+    log "ROS_DISTRO=$DISTRO: no /opt/ros/$DISTRO is installed, and the PyPI wheel sets here are: ${WHEEL_DISTROS[*]}"
+    exit 1
+  fi
+  MODE="ros-wheels-$DISTRO"
 fi
 
 # Everything that changes what this script would produce goes into the stamp.
 inputs_hash() {
-  (cd "$ROOT" && cat scripts/setup.sh scripts/requirements.txt scripts/constraints.txt scripts/ros-kilted-build-packages.txt setup.py package.xml CMakeLists.txt msg/*.msg
-   echo "$MODE"; "$PY" --version) | sha256sum | cut -d' ' -f1
+  (cd "$ROOT" && cat scripts/setup.sh scripts/requirements.txt scripts/constraints.txt scripts/ros-*-build-packages.txt scripts/install_ament_layout.py setup.py package.xml CMakeLists.txt msg/*.msg
+   ls -R launch config models; echo "$MODE"; "$PY" --version) | sha256sum | cut -d' ' -f1
 }
 WANT="$(inputs_hash)"
 
+# A venv holds one ROS distro: switching (jazzy <-> kilted <-> a sourced distro) starts afresh
+# rather than mixing two wheel sets in one prefix.
+if [[ -x "$VENV/bin/python" && "$(cat "$VENV/.setup-mode" 2>/dev/null)" != "$MODE" ]]; then
+  log "$VENV was set up for $(cat "$VENV/.setup-mode" 2>/dev/null || echo 'an older setup'), now $MODE: recreating it"
+  rm -rf "$VENV"
+fi
+
 if [[ $FORCE == 0 && -f "$STAMP" && "$(cat "$STAMP")" == "$WANT" ]] \
-   && "$VENV/bin/python" -c "import emotion_perception.msg, torch" 2>/dev/null; then
+   && "$VENV/bin/python" -c "import emotion_perception.msg, torch" 2>/dev/null \
+   && [[ -x "$VENV/lib/emotion_perception/benet_node" ]]; then
   exit 0
 fi
 
@@ -51,6 +70,7 @@ if [[ ! -x "$VENV/bin/python" ]]; then
     "$PY" -m venv "$VENV"
   fi
 fi
+echo "$MODE" > "$VENV/.setup-mode"
 VPY="$VENV/bin/python"
 # pip's "Location ... is ignored" lines come from this machine's index configuration, not from
 # us: drop them so real warnings stay visible.
@@ -70,13 +90,14 @@ if ! "$VPY" -c "import torch" 2>/dev/null; then
 fi
 
 # --- 3. ROS 2 from wheels (only without a sourced distro) ------------------------------------
-if [[ $MODE == ros-wheels-kilted ]]; then
-  # The ament_cmake*/rosidl* wheels' dependency metadata is incomplete: name them all.
-  mapfile -t ROS_BUILD_PKGS < <(grep -E '^ros-kilted-(ament-cmake|rosidl)' "$ROOT/scripts/ros-kilted-build-packages.txt")
-  log "installing ROS 2 Kilted wheels (${#ROS_BUILD_PKGS[@]} build packages)"
-  "${PIP[@]}" "ros-kilted-rclpy[fastrtps]" ros-kilted-std-msgs ros-kilted-sensor-msgs \
-    ros-kilted-diagnostic-msgs ros-kilted-lifecycle-msgs ros-kilted-ament-package \
-    colcon-common-extensions "${ROS_BUILD_PKGS[@]}"
+if [[ $MODE == ros-wheels-* ]]; then
+  # The build wheels' (ament_cmake*, rosidl*, CMake modules) dependency metadata is incomplete:
+  # name them all.
+  mapfile -t ROS_BUILD_PKGS < <(grep -vE '^[[:space:]]*(#|$)' "$ROOT/scripts/ros-$DISTRO-build-packages.txt")
+  log "installing ROS 2 ${DISTRO^} wheels (${#ROS_BUILD_PKGS[@]} build packages)"
+  "${PIP[@]}" "ros-$DISTRO-rclpy[fastrtps]" "ros-$DISTRO-std-msgs" "ros-$DISTRO-sensor-msgs" \
+    "ros-$DISTRO-diagnostic-msgs" "ros-$DISTRO-lifecycle-msgs" "ros-$DISTRO-ament-package" \
+    "ros-$DISTRO-ament-index-python" colcon-common-extensions "${ROS_BUILD_PKGS[@]}"
   # The wheels' exported CMake targets hard-code the include directories of the machine they
   # were built on; point them at this interpreter's headers and this venv's numpy.
   PYINC="$("$VPY" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')"
@@ -93,8 +114,24 @@ fi
 # --- 4. Python dependencies ------------------------------------------------------------------
 log "installing Python dependencies"
 CONSTRAINTS=()
-# The pinned set is what CI runs; with a distro, its own numpy etc. must win.
-[[ $MODE == ros-wheels-kilted ]] && CONSTRAINTS=(-c "$ROOT/scripts/constraints.txt")
+if [[ $MODE == ros-wheels-* ]]; then
+  # The pinned set is what CI runs.
+  CONSTRAINTS=(-c "$ROOT/scripts/constraints.txt")
+else
+  # With a distro, its own numpy must win: the distro's compiled Python modules (cv_bridge,
+  # the message packages) are built against it, and a numpy 2 pulled in beside an apt
+  # cv_bridge built for numpy 1 breaks it at the first frame. Pin numpy to the distro's, and
+  # keep OpenCV at a release that still supports numpy 1 when the distro's numpy is 1.x.
+  SYSTEM_CONSTRAINTS="$VENV/.system-constraints.txt"
+  : > "$SYSTEM_CONSTRAINTS"
+  SYSTEM_NUMPY="$("$VPY" -c 'import numpy; print(numpy.__version__)' 2>/dev/null || true)"
+  if [[ -n "$SYSTEM_NUMPY" ]]; then
+    echo "numpy==$SYSTEM_NUMPY" >> "$SYSTEM_CONSTRAINTS"
+    [[ "$SYSTEM_NUMPY" == 1.* ]] && echo "opencv-python-headless<4.11" >> "$SYSTEM_CONSTRAINTS"
+    log "keeping the distro's numpy $SYSTEM_NUMPY ($SYSTEM_CONSTRAINTS)"
+  fi
+  CONSTRAINTS=(-c "$SYSTEM_CONSTRAINTS")
+fi
 "${PIP[@]}" -r "$ROOT/scripts/requirements.txt" "${CONSTRAINTS[@]}"
 
 # --- 5. messages -----------------------------------------------------------------------------
@@ -103,7 +140,8 @@ CONSTRAINTS=()
 # `import emotion_perception.msg` works with no environment variables. `colcon build` works
 # too (README) but would add a second install tree to source.
 log "building messages"
-BUILD="$ROOT/build/msgs"
+# One build tree per venv: CMake caches the ROS prefix it found.
+BUILD="$ROOT/build/msgs-$(basename "$VENV")"
 mkdir -p "$BUILD"
 SITE="$("$VPY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
 cmake -S "$ROOT" -B "$BUILD" -DCMAKE_INSTALL_PREFIX="$VENV" -DCMAKE_BUILD_TYPE=Release \
@@ -124,14 +162,33 @@ rm -rf "$SITE"/emotion_perception-*.egg-info
 # source package (a regular package) and merges the messages' directory into it.
 "${PIP[@]}" --no-deps --no-build-isolation -e "$ROOT" --config-settings editable_mode=compat
 
-# --- 7. check --------------------------------------------------------------------------------
-"$VPY" - <<'EOF'
+# --- 7. the ament install layout in the venv prefix ------------------------------------------
+# What `colcon build` / CMakeLists.txt install, in the form of a symlink install, so that edits
+# in the checkout are live (as the editable package is): `ros2 run emotion_perception
+# benet_node` looks in lib/<package>/, `ros2 launch` and FindPackageShare in share/<package>/,
+# and both find the package through the ament index marker.
+"$VPY" "$ROOT/scripts/install_ament_layout.py" --prefix "$VENV" --source "$ROOT" --link
+# The venv is a ROS prefix (wheels) or an overlay on the sourced distro: every Python started
+# from it (the nodes, a `ros2` CLI installed into it, launch) puts it first on AMENT_PREFIX_PATH
+# unless it already is there, so no setup.bash must be sourced. (The wheels' bootstrapper does
+# the same for the library path.)
+echo "import os, sys; p = os.environ.get('AMENT_PREFIX_PATH', ''); sys.prefix in p.split(os.pathsep) or os.environ.__setitem__('AMENT_PREFIX_PATH', os.pathsep.join(filter(None, [sys.prefix, p])))" \
+  > "$SITE/emotion_perception_ament_prefix.pth"
+
+# --- 8. check --------------------------------------------------------------------------------
+MODE="$MODE" "$VPY" - <<'EOF'
 import emotion_perception, torch, rclpy
 from emotion_perception.msg import PersonEmotion, PersonEmotions
 from rclpy.serialization import serialize_message, deserialize_message
 msg = PersonEmotions(model="check", people=[PersonEmotion(id="0", score=1.0)])
 assert deserialize_message(serialize_message(msg), PersonEmotions).model == "check"
-print(f"[setup] ok: torch {torch.__version__}, messages import from {emotion_perception.__path__[-1]}")
+from ament_index_python.packages import get_package_prefix, get_package_share_directory
+import os
+share = get_package_share_directory("emotion_perception")
+assert os.path.isfile(os.path.join(share, "launch", "benet.launch.py")), share
+assert os.access(os.path.join(get_package_prefix("emotion_perception"), "lib", "emotion_perception", "benet_node"), os.X_OK)
+print(f"[setup] ok: {os.environ['MODE']}, torch {torch.__version__}, "
+      f"messages import from {emotion_perception.__path__[-1]}, share {share}")
 EOF
 echo "$WANT" > "$STAMP"
 log "done in $(( $(date +%s) - START )) s"

@@ -13,102 +13,10 @@ import pytest
 from emotion_perception.bench.replay import NodeProcess
 from emotion_perception.data.categories import CAER_CATEGORIES, EMOTIC_CATEGORIES
 from emotion_perception.eval.metrics import box_iou
+from ros_peer import Peer
 
 pytestmark = pytest.mark.ros
 ROOT = Path(__file__).resolve().parents[1]
-
-
-class Peer:
-    """Test side: publishes images, collects /emotions, debug images and diagnostics."""
-
-    def __init__(self, image_topic: str) -> None:
-        import rclpy
-        from diagnostic_msgs.msg import DiagnosticArray
-        from rclpy.qos import QoSProfile, ReliabilityPolicy
-        from sensor_msgs.msg import Image
-
-        from emotion_perception.msg import PersonEmotions
-
-        self.rclpy = rclpy
-        self.context = rclpy.Context()
-        rclpy.init(context=self.context)
-        self.node = rclpy.create_node("node_test_peer", context=self.context)
-        self.executor = rclpy.executors.SingleThreadedExecutor(context=self.context)
-        self.executor.add_node(self.node)
-        self.images = self.node.create_publisher(Image, image_topic, QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE))
-        self.emotions: dict[int, PersonEmotions] = {}
-        self.debug: list[Image] = []
-        self.diagnostics: list = []
-        reliable = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
-        self.node.create_subscription(PersonEmotions, "/emotions", self._on_emotions, reliable)
-        self.node.create_subscription(Image, "/emotions/debug_image", self.debug.append, reliable)
-        self.node.create_subscription(DiagnosticArray, "/diagnostics", self.diagnostics.append, 10)
-
-    def _on_emotions(self, msg) -> None:
-        self.emotions[msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec] = msg
-
-    def spin_until(self, condition, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if condition():
-                return True
-            self.executor.spin_once(timeout_sec=0.05)
-        return condition()
-
-    def wait_for_node(self, node: NodeProcess, probe_rgb: np.ndarray, timeout: float = 120.0) -> None:
-        """Wait until the node subscribes and has answered one probe frame (best-effort frames
-        sent before its reader has matched our writer are lost by DDS, not by the node)."""
-        ok = self.spin_until(lambda: self.images.get_subscription_count() > 0 or not node.alive(), timeout)
-        assert node.alive(), "the node exited during start-up"
-        assert ok, "the node did not subscribe in time"
-        deadline = time.monotonic() + timeout
-        stamp = 1_000_000_000 * 10**9
-        while not self.emotions and time.monotonic() < deadline and node.alive():
-            stamp += 1
-            self.images.publish(self.image(probe_rgb, stamp))
-            self.spin_until(lambda: bool(self.emotions), 1.0)
-        assert self.emotions, "the node never answered a probe frame"
-        self.emotions.clear()
-
-    def image(self, rgb: np.ndarray, stamp_ns: int, encoding: str = "rgb8", **override):
-        from sensor_msgs.msg import Image
-
-        height, width = rgb.shape[:2]
-        msg = Image(height=height, width=width, encoding=encoding, is_bigendian=0, step=width * 3,
-                    data=np.ascontiguousarray(rgb).tobytes())
-        msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(stamp_ns, 10**9)
-        msg.header.frame_id = "test_camera"
-        for key, value in override.items():
-            setattr(msg, key, value)
-        return msg
-
-    def send_and_wait(self, msg, timeout: float = 30.0):
-        stamp = msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec
-        self.images.publish(msg)
-        assert self.spin_until(lambda: stamp in self.emotions, timeout), "no /emotions for the frame"
-        return self.emotions[stamp]
-
-    def set_parameters(self, node_name: str, values: dict):
-        from rcl_interfaces.srv import SetParameters
-        from rclpy.parameter import Parameter
-
-        client = self.node.create_client(SetParameters, f"/{node_name}/set_parameters")
-        assert self.spin_until(client.service_is_ready, 30.0), "parameter service not available"
-        request = SetParameters.Request(parameters=[Parameter(k, value=v).to_parameter_msg() for k, v in values.items()])
-        future = client.call_async(request)
-        assert self.spin_until(future.done, 30.0)
-        return future.result().results
-
-    def latest_counters(self) -> dict[str, str]:
-        for array in reversed(self.diagnostics):
-            for status in array.status:
-                if "emotion perception" in status.name:
-                    return {kv.key: kv.value for kv in status.values}
-        return {}
-
-    def close(self) -> None:
-        self.node.destroy_node()
-        self.rclpy.shutdown(context=self.context)
 
 
 @pytest.fixture(scope="module")

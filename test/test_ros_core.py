@@ -221,8 +221,29 @@ def test_large_image_dds_profile_applies_only_where_nothing_else_is_chosen():
     env: dict[str, str] = {}
     path = apply_large_image_profile(env)
     assert path and env["FASTDDS_DEFAULT_PROFILES_FILE"] == path and Path(path).is_file()
+    assert env["FASTRTPS_DEFAULT_PROFILES_FILE"] == path  # the name Fast DDS 2.x (Jazzy) reads
     assert "<segment_size>16777216</segment_size>" in Path(path).read_text()
     assert apply_large_image_profile({"FASTDDS_DEFAULT_PROFILES_FILE": "/mine.xml"}) is None
     assert apply_large_image_profile({"FASTRTPS_DEFAULT_PROFILES_FILE": "/mine.xml"}) is None
     assert apply_large_image_profile({"RMW_IMPLEMENTATION": "rmw_cyclonedds_cpp"}) is None
     assert apply_large_image_profile({"EMOTION_PERCEPTION_DDS_PROFILE": "0"}) is None
+
+
+def test_yuv422_with_an_odd_width_is_rejected_not_raised_by_opencv():
+    # One such 12-byte frame used to make cv2.cvtColor raise inside the node's worker.
+    for encoding in ("yuv422", "uyvy", "yuv422_yuy2", "yuyv"):
+        msg = SimpleNamespace(height=2, width=3, encoding=encoding, is_bigendian=0, step=6, data=bytes(12))
+        with pytest.raises(ImageConversionError, match="even width"):
+            image_to_rgb(msg)
+
+
+def test_slot_reopens_after_close_and_counts_a_stale_frame_as_dropped():
+    slot = LatestFrameSlot()
+    slot.put("a")
+    slot.close()
+    slot.reopen()  # deactivate then activate: the frame from before is not processed
+    assert slot.take(timeout=0.01) is None
+    counters = slot.snapshot()
+    assert (counters.received, counters.dropped) == (1, 1)
+    slot.put("b")
+    assert slot.take(timeout=0.01) == "b"

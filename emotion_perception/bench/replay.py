@@ -78,11 +78,14 @@ class NodeProcess:
     """A perception node started from its console script, stopped with SIGINT like ros2 run."""
 
     def __init__(self, kind: str, parameters: dict[str, Any], remap_image: str, env: dict[str, str],
-                 log_path: Path | None = None) -> None:
-        executable = shutil.which(f"{kind}_node") or str(Path(sys.executable).parent / f"{kind}_node")
+                 log_path: Path | None = None, executable: str | Path | None = None,
+                 ros_args: Sequence[str] = ()) -> None:
+        # Default: this interpreter's console script (the one pip wrote beside it) before PATH's.
+        beside = Path(sys.executable).parent / f"{kind}_node"
+        executable = str(executable or (beside if beside.exists() else shutil.which(f"{kind}_node") or beside))
         if not Path(executable).exists():
-            raise FileNotFoundError(f"{kind}_node console script not found (run the setup first)")
-        args = [executable, "--ros-args", "-r", f"image:={remap_image}",
+            raise FileNotFoundError(f"{executable} not found (run the setup first)")
+        args = [executable, "--ros-args", *ros_args, "-r", f"image:={remap_image}",
                 "-r", f"image/compressed:={remap_image}/compressed"]
         for name, value in parameters.items():
             value = str(value).lower() if isinstance(value, bool) else value

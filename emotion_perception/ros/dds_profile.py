@@ -29,5 +29,9 @@ def apply_large_image_profile(env: MutableMapping[str, str] = os.environ) -> str
         path = str(find_resource("config/fastdds_large_images.xml"))
     except FileNotFoundError:
         return None
-    env["FASTDDS_DEFAULT_PROFILES_FILE"] = path
+    # Fast DDS 3 (Kilted) reads FASTDDS_DEFAULT_PROFILES_FILE; Fast DDS 2.14 (Jazzy) reads only
+    # the old FASTRTPS_DEFAULT_PROFILES_FILE (measured: with the new name alone, Jazzy lost 10 of
+    # 10 512x512 frames). Both name the same file.
+    for name in PROFILE_VARIABLES:
+        env[name] = path
     return path

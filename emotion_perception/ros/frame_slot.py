@@ -3,7 +3,7 @@
 A camera publishes faster than a CPU robot can infer. Queuing frames would grow latency
 without bound, so the slot holds one frame: a frame that arrives while the previous one still
 waits is replaced, and the replaced one is counted as dropped. Every frame therefore ends as
-exactly one of processed, dropped or rejected (by conversion), which the benchmarks check.
+exactly one of processed, dropped, rejected (by conversion) or failed, which the benchmarks check.
 """
 
 from __future__ import annotations
@@ -60,6 +60,16 @@ class LatestFrameSlot:
             return FrameCounters(**vars(self.counters))
 
     def close(self) -> None:
+        """Wake a waiting ``take`` and make further ones return at once (node deactivating)."""
         with self._condition:
             self._closed = True
             self._condition.notify_all()
+
+    def reopen(self) -> None:
+        """Accept frames again after ``close`` (node reactivated). A frame still waiting from
+        before is discarded and counted as dropped, so the counters keep balancing."""
+        with self._condition:
+            if self._frame is not None:
+                self.counters.dropped += 1
+                self._frame = None
+            self._closed = False

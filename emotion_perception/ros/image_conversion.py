@@ -2,9 +2,10 @@
 
 The functions take any object with the message's fields (``height``, ``width``, ``encoding``,
 ``is_bigendian``, ``step``, ``data``; ``format`` and ``data`` for compressed images), so they
-are tested without rclpy. cv_bridge is used where it is installed (``to_rgb`` with
-``prefer_cv_bridge=True``); the numpy path gives identical arrays and needs nothing but numpy
-and OpenCV.
+are tested without rclpy. The numpy path is the default and needs nothing but numpy and
+OpenCV; cv_bridge is used only when asked for (``to_rgb(prefer_cv_bridge=True)``, the nodes'
+``image_converter: cv_bridge``), because an apt cv_bridge built for numpy 1 beside a numpy 2
+imports fine and then fails on the first frame.
 
 Raw images are viewed in place (``np.frombuffer`` over the message buffer, ``step`` as the row
 stride): the only copy is the colour conversion to contiguous RGB that the network needs anyway.
@@ -48,6 +49,10 @@ def raw_view(msg: Any) -> np.ndarray:
     height, width, step = int(msg.height), int(msg.width), int(msg.step)
     if height <= 0 or width <= 0:
         raise ImageConversionError(f"empty image: {width}x{height}")
+    if channels == 2 and width % 2:
+        # 4:2:2 packs two pixels in four bytes: an odd width has no valid layout (OpenCV
+        # raises on it), and one such frame must be a rejected frame, not a failed worker.
+        raise ImageConversionError(f"{encoding} needs an even width, got {width}")
     row_bytes = width * channels
     if step < row_bytes:
         raise ImageConversionError(
@@ -96,10 +101,11 @@ def cv_bridge_available() -> bool:
     return True
 
 
-def to_rgb(msg: Any, compressed: bool = False, prefer_cv_bridge: bool = True) -> np.ndarray:
-    """Message -> RGB array, through cv_bridge when installed and asked for, else numpy.
+def to_rgb(msg: Any, compressed: bool = False, prefer_cv_bridge: bool = False) -> np.ndarray:
+    """Message -> RGB array, with numpy, or through cv_bridge when asked for and importable.
 
-    Either path raises ImageConversionError for bad input (cv_bridge's own errors are wrapped).
+    Either path raises ImageConversionError for bad input (cv_bridge's own errors are wrapped);
+    a broken cv_bridge raises whatever it raises (the node counts that frame as failed).
     """
     if prefer_cv_bridge and cv_bridge_available():
         from cv_bridge import CvBridge, CvBridgeError

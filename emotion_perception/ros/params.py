@@ -53,6 +53,8 @@ COMMON_PARAMETERS: tuple[ParameterSpec, ...] = (
     ParameterSpec("input_transport", str, "raw: sensor_msgs/Image on 'image'; compressed: sensor_msgs/CompressedImage (JPEG/PNG) on 'image/compressed'.", read_only=True, choices=("raw", "compressed")),
     ParameterSpec("qos_reliability", str, "Input subscription reliability: best_effort (sensor data, default for cameras) or reliable.", read_only=True, choices=("best_effort", "reliable")),
     ParameterSpec("diagnostics_period", float, "Seconds between /diagnostics messages.", read_only=True, min_value=0.1, max_value=60.0),
+    ParameterSpec("image_converter", str, "How raw images become RGB: numpy (default, no compiled ROS code involved) or cv_bridge (only where the installed cv_bridge is known to work with this numpy).", read_only=True, choices=("numpy", "cv_bridge")),
+    ParameterSpec("autostart", bool, "Walk the lifecycle through configure and activate at start-up; false: wait unconfigured for lifecycle transitions (change_state).", read_only=True),
 )
 
 NODE_PARAMETERS: dict[str, tuple[ParameterSpec, ...]] = {

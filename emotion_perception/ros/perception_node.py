@@ -1,22 +1,35 @@
-"""The emotion perception node shared by benet_node and cahfw_node.
+"""The emotion perception node shared by benet_node and cahfw_node: a managed (lifecycle) node.
 
 image (sensor_msgs/Image, or image/compressed) -> preprocess -> backend -> decode ->
 emotions (emotion_perception/PersonEmotions), emotions/debug_image, /diagnostics.
 
+Lifecycle (the standard change_state / get_state services): configure loads the model (a
+failure leaves the node unconfigured, with the reason in the log and on /diagnostics);
+activate subscribes to the camera and starts the inference worker; deactivate unsubscribes and
+stops it (the model stays loaded); cleanup frees the model. ``autostart`` (default true) walks
+configure + activate at start-up, so `ros2 run` and the launch files behave as a plain node.
+
 Threading: the subscription callback only drops the message into a one-frame slot
 (latest-frame semantics); a worker thread converts, infers and publishes. The executor is
-never blocked by inference, so parameter updates and new frames are served while a frame
-is being processed. Frames that arrive while the worker is busy replace the waiting one and
-are counted as dropped.
+never blocked by inference, so parameter updates, lifecycle requests and new frames are served
+while a frame is being processed. Frames that arrive while the worker is busy replace the
+waiting one and are counted as dropped. Any exception on a frame is caught, counted as failed
+and logged (throttled); the worker keeps running, and /diagnostics turns ERROR when every
+recent frame failed.
 """
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import math
+import signal
+import sys
 import threading
 import time
 from collections import deque
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -29,13 +42,14 @@ from rcl_interfaces.msg import (
     ParameterType,
     SetParametersResult,
 )
-from rclpy.node import Node
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, DurabilityPolicy
 from sensor_msgs.msg import CompressedImage, Image
 
 from emotion_perception.msg import PersonEmotion, PersonEmotions
 from emotion_perception.resources import find_resource
 from emotion_perception.ros.frame_slot import LatestFrameSlot
+from emotion_perception.ros.health import RecentOutcomes, assess
 from emotion_perception.ros.image_conversion import ImageConversionError, rgb_to_image_fields, to_rgb
 from emotion_perception.ros.params import NODE_PARAMETERS, ParameterSpec, load_defaults
 from emotion_perception.runtime.labels import labels_over_threshold
@@ -78,7 +92,7 @@ class RollingStats:
         return {"p50": float(p50), "p90": float(p90), "p99": float(p99)}
 
 
-class EmotionPerceptionNode(Node):
+class EmotionPerceptionNode(LifecycleNode):
     """Publishes every processed camera image's people and emotions on ``emotions``."""
 
     def __init__(self, model_kind: str, node_name: str, **kwargs: Any) -> None:
@@ -98,45 +112,142 @@ class EmotionPerceptionNode(Node):
             if problem:
                 raise ValueError(f"parameter {problem}")
 
-        self._predictor = self._load_predictor()
+        # Set by configure / freed by cleanup.
+        self._predictor: Any = None
+        self._categories: tuple[str, ...] = ()
+        self._configure_error: str | None = None
+        self._emotions_pub: Any = None
+        self._debug_pub: Any = None
+        # Set by activate / ended by deactivate.
+        self._subscription: Any = None
+        self._worker: threading.Thread | None = None
+        self._stop = threading.Event()
+
+        self._compressed = self._settings["input_transport"] == "compressed"
+        self._use_cv_bridge = self._settings["image_converter"] == "cv_bridge"
+        self._slot = LatestFrameSlot()
+        self._stats = RollingStats()
+        self._outcomes = RecentOutcomes()
+        self._last_warning: dict[str, float] = {}
+        # Diagnostics run in every state: a node that failed to configure says why, and a
+        # paused one says it is paused.
+        self._diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self._last_diag = (time.monotonic(), self._slot.snapshot())
+        self._diag_timer = self.create_timer(self._settings["diagnostics_period"], self._publish_diagnostics)
+
+    @property
+    def autostart(self) -> bool:
+        return bool(self._settings["autostart"])
+
+    def lifecycle_state(self) -> str:
+        """Label of the current lifecycle state: unconfigured, inactive, active, finalized..."""
+        return str(self._state_machine.current_state[1])
+
+    def start(self) -> str | None:
+        """configure + activate (autostart); None on success, else why it did not start."""
+        if self.trigger_configure() != TransitionCallbackReturn.SUCCESS:
+            return self._configure_error or "configure failed"
+        if self.trigger_activate() != TransitionCallbackReturn.SUCCESS:
+            return "activate failed (see the log)"
+        return None
+
+    # ---------------------------------------------------------------- lifecycle
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        try:
+            if self._use_cv_bridge:
+                from emotion_perception.ros.image_conversion import cv_bridge_available
+
+                if not cv_bridge_available():
+                    raise ImportError("image_converter is cv_bridge, but cv_bridge cannot be imported")
+            self._predictor = self._load_predictor()
+        except Exception as err:  # any reason: the node stays unconfigured and says why
+            self._predictor = None
+            expected = isinstance(err, (FileNotFoundError, ValueError, ImportError))  # their text says it all
+            self._configure_error = str(err) if expected else f"{type(err).__name__}: {err}"
+            self.get_logger().error(f"configure failed, staying unconfigured: {self._configure_error}")
+            return TransitionCallbackReturn.FAILURE
+        self._configure_error = None
         self._categories = tuple(self._predictor.categories)
+        # Outputs are few and small and the dialogue stack must not miss one: reliable, depth 10.
+        # Lifecycle publishers: nothing is published while the node is inactive.
+        output_qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
+        self._emotions_pub = self.create_lifecycle_publisher(PersonEmotions, "emotions", output_qos)
+        self._debug_pub = self.create_lifecycle_publisher(Image, "emotions/debug_image", output_qos)
         self.get_logger().info(
-            f"{self._predictor.model_name} on {self._predictor.backend_name}/{self._predictor.device}: "
+            f"configured: {self._predictor.model_name} on {self._predictor.backend_name}/{self._predictor.device}: "
             f"{len(self._categories)} categories, VAD {'on' if self._predictor.has_vad else 'off'}"
         )
+        return TransitionCallbackReturn.SUCCESS
 
-        # Outputs are few and small and the dialogue stack must not miss one: reliable, depth 10.
-        output_qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
-        self._emotions_pub = self.create_publisher(PersonEmotions, "emotions", output_qos)
-        self._debug_pub = self.create_publisher(Image, "emotions/debug_image", output_qos)
-        self._diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        result = super().on_activate(state)  # enables the lifecycle publishers
+        if result != TransitionCallbackReturn.SUCCESS:
+            return result
         # Latest frame wins: depth 1 at every hop; best effort (sensor data) unless asked.
         reliability = (ReliabilityPolicy.RELIABLE if self._settings["qos_reliability"] == "reliable"
                        else ReliabilityPolicy.BEST_EFFORT)
         input_qos = QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST, reliability=reliability,
                                durability=DurabilityPolicy.VOLATILE)
-        self._compressed = self._settings["input_transport"] == "compressed"
         topic, msg_type = ("image/compressed", CompressedImage) if self._compressed else ("image", Image)
-        self._slot = LatestFrameSlot()
-        self._stats = RollingStats()
-        self._last_warning: dict[str, float] = {}
-        self._subscription = self.create_subscription(msg_type, topic, self._slot.put, input_qos)
-
-        self._stop = threading.Event()
-        self._worker = threading.Thread(target=self._run_worker, name=f"{node_name}_inference", daemon=True)
+        self._outcomes.clear()
+        self._slot.reopen()
+        self._stop.clear()
+        self._worker = threading.Thread(target=self._run_worker, name=f"{self.get_name()}_inference", daemon=True)
         self._worker.start()
-        self._last_diag = (time.monotonic(), self._slot.snapshot())
-        self._diag_timer = self.create_timer(self._settings["diagnostics_period"], self._publish_diagnostics)
+        self._subscription = self.create_subscription(msg_type, topic, self._slot.put, input_qos)
         self.get_logger().info(
-            f"listening on {self.resolve_topic_name(topic)} ({self._settings['qos_reliability']}, depth 1), "
+            f"active: listening on {self.resolve_topic_name(topic)} ({self._settings['qos_reliability']}, depth 1), "
             f"publishing {self.resolve_topic_name('emotions')}"
         )
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._stop_processing()
+        self.get_logger().info("inactive: not subscribed, worker stopped (model kept loaded)")
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._release_model()
+        self.get_logger().info("unconfigured: model freed")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._stop_processing()
+        self._release_model()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
+        # A transition callback raised: drop everything, back to unconfigured.
+        self._stop_processing()
+        self._release_model()
+        return TransitionCallbackReturn.SUCCESS
+
+    def _stop_processing(self) -> None:
+        if self._subscription is not None:
+            self.destroy_subscription(self._subscription)
+            self._subscription = None
+        self._stop.set()
+        self._slot.close()
+        if self._worker is not None:
+            self._worker.join(timeout=30.0)  # at most one inference
+            self._worker = None
+
+    def _release_model(self) -> None:
+        for publisher in (self._emotions_pub, self._debug_pub):
+            if publisher is not None:
+                self.destroy_lifecycle_publisher(publisher)
+        self._emotions_pub = self._debug_pub = None
+        device = str(getattr(self._predictor, "device", "cpu"))
+        self._predictor = None
+        self._categories = ()
+        gc.collect()
+        if device.startswith("cuda") and "torch" in sys.modules:
+            sys.modules["torch"].cuda.empty_cache()  # give the GPU back to the robot
 
     # ---------------------------------------------------------------- model
     def _load_predictor(self):
         # Imported here: the runtime pulls in torch/onnxruntime, and a node that cannot load its
-        # model must fail at start-up with the reason, not at the first frame.
+        # model must fail at configure with the reason, not at the first frame.
         from emotion_perception.runtime import load_predictor
 
         path = self._settings["model_path"] or str(find_resource(DEMO_MODELS[self._model_kind]))
@@ -179,34 +290,41 @@ class EmotionPerceptionNode(Node):
             self.get_logger().warning(text)
 
     def _run_worker(self) -> None:
+        # Nothing that happens on one frame may end this loop: a dead worker is a node that
+        # looks alive and never answers again.
         while not self._stop.is_set():
             msg = self._slot.take(timeout=0.2)
             if msg is None:
                 continue
             try:
-                rgb = to_rgb(msg, compressed=self._compressed)
-            except ImageConversionError as err:
-                self._slot.count("rejected")
-                self._warn_throttled("convert", f"frame rejected: {err}")
-                continue
-            settings = dict(self._settings)
-            try:
-                started = time.perf_counter()
-                options = {"flip_test": settings["flip_test"]} if self._model_kind == "benet" else {}
-                people = self._predictor.predict(
-                    rgb, detection_threshold=settings["detection_threshold"],
-                    max_people=settings["max_people"], **options,
-                )
-                self._stats.add_latency((time.perf_counter() - started) * 1000.0)
-                out = self._to_message(msg.header, people, settings["emotion_threshold"])
-                self._emotions_pub.publish(out)
-                if settings["publish_debug_image"]:
-                    self._publish_debug_image(msg.header, rgb, out)
-                self._slot.count("processed")
-            except Exception as err:  # a bad frame must never take the robot's perception down
+                self._process(msg)
+            except Exception as err:
+                reason = f"{type(err).__name__}: {err}"
                 self._slot.count("failed")
-                self._warn_throttled("infer", f"inference failed on a frame: {type(err).__name__}: {err}")
+                self._outcomes.record_failure(reason)
+                self._warn_throttled("failed", f"frame failed: {reason}")
 
+    def _process(self, msg) -> None:
+        started = time.perf_counter()  # latency includes the image conversion / decoding
+        try:
+            rgb = to_rgb(msg, compressed=self._compressed, prefer_cv_bridge=self._use_cv_bridge)
+        except ImageConversionError as err:
+            self._slot.count("rejected")
+            self._warn_throttled("convert", f"frame rejected: {err}")
+            return
+        settings = dict(self._settings)
+        options = {"flip_test": settings["flip_test"]} if self._model_kind == "benet" else {}
+        people = self._predictor.predict(
+            rgb, detection_threshold=settings["detection_threshold"],
+            max_people=settings["max_people"], **options,
+        )
+        self._stats.add_latency((time.perf_counter() - started) * 1000.0)
+        out = self._to_message(msg.header, people, settings["emotion_threshold"])
+        self._emotions_pub.publish(out)
+        if settings["publish_debug_image"]:
+            self._publish_debug_image(msg.header, rgb, out)
+        self._slot.count("processed")
+        self._outcomes.record_processed()
     def _to_message(self, header, people, emotion_threshold: float) -> PersonEmotions:
         out = PersonEmotions(header=header, model=self._predictor.model_name, categories=list(self._categories))
         for index, person in enumerate(people):
@@ -236,21 +354,21 @@ class EmotionPerceptionNode(Node):
         elapsed = max(now - last_time, 1e-6)
         self._last_diag = (now, counters)
         latency = self._stats.percentiles()
+        predictor = self._predictor  # the worker never changes it; cleanup may, between two reads
+        state = self.lifecycle_state()
+        health = assess(state, self._configure_error, self._outcomes.summary(),
+                        received=counters.received - last.received, dropped=counters.dropped - last.dropped)
+        # The fully qualified name: two namespaced nodes must not publish the same status name.
         status = DiagnosticStatus(
-            name=f"{self.get_name()}: emotion perception",
-            hardware_id=f"{self._predictor.backend_name}/{self._predictor.device}",
+            name=f"{self.get_fully_qualified_name()}: emotion perception",
+            hardware_id=f"{predictor.backend_name}/{predictor.device}" if predictor else "",
+            level=bytes([health.level]), message=health.message,
         )
-        drop_share = (counters.dropped - last.dropped) / max(counters.received - last.received, 1)
-        if counters.received == last.received:
-            status.level, status.message = DiagnosticStatus.WARN, "no input images"
-        elif drop_share > 0.5:
-            status.level, status.message = DiagnosticStatus.WARN, f"dropping {drop_share:.0%} of input frames"
-        else:
-            status.level, status.message = DiagnosticStatus.OK, "running"
         values = {
-            "model": self._predictor.model_name,
-            "backend": self._predictor.backend_name,
-            "device": str(self._predictor.device),
+            "lifecycle_state": state,
+            "model": predictor.model_name if predictor else self._model_kind,
+            "backend": predictor.backend_name if predictor else "",
+            "device": str(predictor.device) if predictor else "",
             "input_rate_hz": f"{(counters.received - last.received) / elapsed:.2f}",
             "output_rate_hz": f"{(counters.processed - last.processed) / elapsed:.2f}",
             "frames_received": str(counters.received),
@@ -261,6 +379,7 @@ class EmotionPerceptionNode(Node):
             "latency_ms_p50": f"{latency['p50']:.2f}",
             "latency_ms_p90": f"{latency['p90']:.2f}",
             "latency_ms_p99": f"{latency['p99']:.2f}",
+            "last_failure": self._outcomes.summary().last_failure or "",
         }
         status.values = [KeyValue(key=k, value=v) for k, v in values.items()]
         array = DiagnosticArray(status=[status])
@@ -268,23 +387,30 @@ class EmotionPerceptionNode(Node):
         self._diagnostics_pub.publish(array)
 
     def destroy_node(self) -> None:
-        self._stop.set()
-        self._slot.close()
-        self._worker.join(timeout=5.0)
+        self._stop_processing()
         super().destroy_node()
+
+
+@contextlib.contextmanager
+def ros_context(args: list[str]) -> Iterator[None]:
+    """rclpy.init() ... shutdown, on every supported distro: Jazzy's rclpy 7 ``init()`` returns
+    None, only Kilted's (rclpy 9) returns a context manager."""
+    rclpy.init(args=args)
+    try:
+        yield
+    finally:
+        rclpy.try_shutdown()
 
 
 def run(model_kind: str, node_name: str, argv: list[str] | None = None) -> int:
     """Console-script body: ``<node> --ros-args --params-file FILE -r image:=/camera/image_raw``."""
-    import sys
-
     from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 
     from emotion_perception.ros.dds_profile import apply_large_image_profile
 
     profile = apply_large_image_profile()
     try:
-        with rclpy.init(args=argv if argv is not None else sys.argv):
+        with ros_context(argv if argv is not None else sys.argv):
             try:
                 node = EmotionPerceptionNode(model_kind, node_name)
             except (FileNotFoundError, ValueError, RuntimeError, ImportError) as err:
@@ -292,8 +418,17 @@ def run(model_kind: str, node_name: str, argv: list[str] | None = None) -> int:
                 return 1
             if profile:
                 node.get_logger().info(f"Fast DDS profile for large images: {profile}")
+            if node.autostart:
+                # As a plain node: a model that cannot load stops the process with the reason.
+                problem = node.start()
+                if problem:
+                    print(f"{node_name}: cannot start: {problem}", file=sys.stderr)
+                    node.destroy_node()
+                    return 1
+            else:
+                node.get_logger().info("autostart is false: unconfigured, waiting for lifecycle transitions")
             # The worker thread does the inference, so one executor thread is enough to keep
-            # subscriptions, timers and parameter services responsive.
+            # subscriptions, timers, parameter and lifecycle services responsive.
             executor = SingleThreadedExecutor()
             executor.add_node(node)
             try:
@@ -302,4 +437,9 @@ def run(model_kind: str, node_name: str, argv: list[str] | None = None) -> int:
                 node.destroy_node()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    finally:
+        # Ctrl-C reaches a launched node twice (from the terminal's process group, then
+        # forwarded by ros2 launch): the second must not print a traceback from the exiting
+        # interpreter. SIGTERM / SIGKILL still end a shutdown that hangs.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
     return 0
