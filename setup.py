@@ -27,9 +27,11 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=[PACKAGE, f"{PACKAGE}.*"]),
     include_package_data=True,
-    # Ship the demo models and configs inside the Python package's share too, so a pip install
-    # without ROS finds them (see emotion_perception/paths.py).
+    # The layout of an ament install in the pip prefix, so a pip install finds its demo models
+    # and configs (emotion_perception/resources.py) and `ros2 run` / `ros2 launch` find the
+    # package (an editable install gets the same from scripts/install_ament_layout.py).
     data_files=[
+        (f"lib/{PACKAGE}", ["scripts/benet_node", "scripts/cahfw_node"]),
         (f"share/{PACKAGE}", ["package.xml"]),
         (f"share/{PACKAGE}/launch", _files("launch", "*.py")),
         (f"share/{PACKAGE}/config", _files("config", "*.yaml") + _files("config", "*.xml")),

@@ -1,10 +1,16 @@
 """ros2 launch emotion_perception benet.launch.py [image_topic:=/camera/image_raw] [params_file:=...]
-[namespace:=...] [backend:=...] [device:=...] [model_path:=...] [publish_debug_image:=true]
+[namespace:=...] [backend:=...] [device:=...] [model_path:=...] [publish_debug_image:=true] [autostart:=false]
 
-Starts benet_node with config/benet.yaml; see emotion_perception/ros/launch_description.py.
+Starts benet_node with config/benet.yaml; see emotion_perception_launch.py beside this file.
 """
 
-from emotion_perception.ros.launch_description import node_launch_description
+import os
+import sys
+
+# The shared description sits beside this file (not in the emotion_perception Python package,
+# which the Python running ros2 launch may not see).
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from emotion_perception_launch import node_launch_description  # noqa: E402
 
 
 def generate_launch_description():

@@ -174,6 +174,13 @@ rm -rf "$SITE"/emotion_perception-*.egg-info
 # the same for the library path.)
 echo "import os, sys; p = os.environ.get('AMENT_PREFIX_PATH', ''); sys.prefix in p.split(os.pathsep) or os.environ.__setitem__('AMENT_PREFIX_PATH', os.pathsep.join(filter(None, [sys.prefix, p])))" \
   > "$SITE/emotion_perception_ament_prefix.pth"
+# For shells and tools outside the venv (a distro's ros2 CLI): the counterpart of a colcon
+# workspace's install/setup.bash.
+cat > "$VENV/setup.bash" <<SETUP_BASH
+# source $VENV/setup.bash: this venv first on PATH, and on AMENT_PREFIX_PATH for ros2 run / launch
+source "$VENV/bin/activate"
+case ":\${AMENT_PREFIX_PATH:-}:" in *":$VENV:"*) ;; *) export AMENT_PREFIX_PATH="$VENV\${AMENT_PREFIX_PATH:+:\$AMENT_PREFIX_PATH}" ;; esac
+SETUP_BASH
 
 # --- 8. check --------------------------------------------------------------------------------
 MODE="$MODE" "$VPY" - <<'EOF'

@@ -44,7 +44,7 @@ IMPORT_TO_ROSDEP = {
     "scipy": "python3-scipy",
     "tqdm": "python3-tqdm",
     "matplotlib": "python3-matplotlib",
-    "torch": "python3-torch-pip",
+    "torch": "python3-torch",
     "onnxruntime": "python3-onnxruntime-pip",
     "dlib": "python3-dlib-pip",
     "face_recognition_models": "python3-dlib-pip",

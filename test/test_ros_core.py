@@ -152,7 +152,7 @@ def test_params_yaml_typos_and_bad_values_are_errors(tmp_path):
 
 def test_every_launch_argument_maps_to_a_declared_parameter():
     # The launch packages are not installable here: read the mapping from the source.
-    tree = ast.parse((ROOT / "emotion_perception" / "ros" / "launch_description.py").read_text())
+    tree = ast.parse((ROOT / "launch" / "emotion_perception_launch.py").read_text())
     mapping = next(
         ast.literal_eval(node.value) for node in tree.body
         if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "PARAMETER_ARGUMENTS"

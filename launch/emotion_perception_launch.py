@@ -1,8 +1,11 @@
-"""Launch descriptions of the two nodes (used by launch/benet.launch.py and cahfw.launch.py).
+"""Launch descriptions of the two nodes (used by benet.launch.py and cahfw.launch.py beside it).
 
 Parameters come from config/<model>.yaml, the one place their defaults live. Launch arguments
-left empty change nothing; given ones override that file. Needs the ROS 2 `launch` and
-`launch_ros` packages (a ROS install), which is why nothing else imports this module.
+left empty change nothing; given ones override that file. Needs only the ROS 2 `launch` and
+`launch_ros` packages, not the emotion_perception Python package: `ros2 launch` may run under
+another Python than the nodes (a distro's /usr/bin/python3, the nodes in a venv), so the launch
+files import this module from their own directory (installed with them in
+share/emotion_perception/launch/).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ PARAMETER_ARGUMENTS = {
         "device": ("device", "auto | cpu | cuda | cuda:N"),
         "model_path": ("model_path", "model file (.pt, .onnx or engine)"),
         "publish_debug_image": ("publish_debug_image", "true | false"),
+        "autostart": ("autostart", "true: configure + activate at start; false: wait unconfigured for lifecycle transitions"),
     },
     "cahfw": {
         "backend": ("backend", "auto | tensorrt | onnxruntime | torch"),
@@ -27,9 +31,10 @@ PARAMETER_ARGUMENTS = {
         "model_path": ("model_path", "model file (.pt, .onnx or engine)"),
         "publish_debug_image": ("publish_debug_image", "true | false"),
         "face_detector": ("face_detector", "hog | cnn"),
+        "autostart": ("autostart", "true: configure + activate at start; false: wait unconfigured for lifecycle transitions"),
     },
 }
-BOOLEAN_PARAMETERS = {"publish_debug_image"}
+BOOLEAN_PARAMETERS = {"publish_debug_image", "autostart"}
 
 
 def node_launch_description(model_kind: str) -> LaunchDescription:
