@@ -28,6 +28,7 @@ from emotion_perception.errors import FieldError
 MODEL_MODULES: dict[str, str] = {
     "benet": "emotion_perception.nets.benet",
     "cahfw": "emotion_perception.nets.cahfw",
+    "expression": "emotion_perception.nets.expression",
 }
 
 

@@ -18,6 +18,7 @@ object scale; BENet is fully convolutional).
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -111,3 +112,56 @@ def preprocess_torch(
     canvas = pad.expand(1, 3, params.output_height, params.output_width).clone()
     canvas[:, :, params.pad_y : params.pad_y + new_height, params.pad_x : params.pad_x + new_width] = (x * scale - mean) / std
     return canvas
+
+
+# --------------------------------------------------------------------------- face crops (expression)
+
+
+def pad_to_square(crop: np.ndarray) -> np.ndarray:
+    """Zero-pad the shorter side of an (H, W, C) crop to a square, as face-api does: of the
+    ``d = |H - W|`` padding pixels, ``round(d / 2)`` (half up) go after the image, the rest before."""
+    height, width = crop.shape[:2]
+    if height == width:
+        return crop
+    difference = abs(height - width)
+    after = int(math.floor(difference / 2 + 0.5))
+    before = difference - after
+    pads = ((0, 0), (before, after), (0, 0)) if height > width else ((before, after), (0, 0), (0, 0))
+    return np.pad(crop, pads + ((0, 0),) * (crop.ndim - 3))
+
+
+def resize_bilinear_legacy(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """TensorFlow's ``resize_bilinear(align_corners=False, half_pixel_centers=False)`` in float:
+    source coordinate = destination index x (input / output), neighbours floor and
+    min(ceil, size - 1). This is what face-api feeds its networks; cv2's bilinear samples pixel
+    centres instead and would shift the crop by up to half a pixel."""
+    src = image.astype(np.float64)
+    in_h, in_w = src.shape[:2]
+
+    def axis(out_size: int, in_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        position = np.arange(out_size, dtype=np.float64) * (in_size / out_size)
+        low = np.floor(position).astype(np.int64)
+        high = np.minimum(np.ceil(position).astype(np.int64), in_size - 1)
+        return low, high, position - low
+
+    top, bottom, row_frac = axis(height, in_h)
+    left, right, col_frac = axis(width, in_w)
+    col_frac = col_frac[None, :, None]
+    upper = src[top][:, left] + (src[top][:, right] - src[top][:, left]) * col_frac
+    lower = src[bottom][:, left] + (src[bottom][:, right] - src[bottom][:, left]) * col_frac
+    return (upper + (lower - upper) * row_frac[:, None, None]).astype(np.float32)
+
+
+def face_crops(image_rgb: np.ndarray, boxes: np.ndarray, size: int) -> np.ndarray:
+    """(K, size, size, 3) float32 face inputs: each box's pixels (floor / ceil of its
+    corners, clipped), zero-padded to a square, resized with :func:`resize_bilinear_legacy`."""
+    image_rgb = check_image(image_rgb)
+    height, width = image_rgb.shape[:2]
+    crops = np.zeros((len(boxes), size, size, 3), dtype=np.float32)
+    for index, box in enumerate(np.asarray(boxes, dtype=np.float64).reshape(-1, 4)):
+        x1, y1 = max(int(math.floor(box[0])), 0), max(int(math.floor(box[1])), 0)
+        x2, y2 = min(int(math.ceil(box[2])), width), min(int(math.ceil(box[3])), height)
+        if x2 <= x1 or y2 <= y1:
+            continue  # an empty box: a black crop (the detector never returns one)
+        crops[index] = resize_bilinear_legacy(pad_to_square(image_rgb[y1:y2, x1:x2]), size, size)
+    return crops
