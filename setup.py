@@ -31,7 +31,7 @@ setup(
     # and configs (emotion_perception/resources.py) and `ros2 run` / `ros2 launch` find the
     # package (an editable install gets the same from scripts/install_ament_layout.py).
     data_files=[
-        (f"lib/{PACKAGE}", ["scripts/benet_node", "scripts/cahfw_node"]),
+        (f"lib/{PACKAGE}", ["scripts/benet_node", "scripts/cahfw_node", "scripts/expression_node"]),
         (f"share/{PACKAGE}", ["package.xml"]),
         (f"share/{PACKAGE}/launch", _files("launch", "*.py")),
         (f"share/{PACKAGE}/config", _files("config", "*.yaml") + _files("config", "*.xml")),
@@ -61,6 +61,7 @@ setup(
             "emotion-perception = emotion_perception.cli:main",
             "benet_node = emotion_perception.ros.benet_node:main",
             "cahfw_node = emotion_perception.ros.cahfw_node:main",
+            "expression_node = emotion_perception.ros.expression_node:main",
         ],
     },
 )

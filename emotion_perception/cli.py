@@ -21,6 +21,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "export": ("emotion_perception.export.cli", "export a checkpoint to ONNX or a TensorRT engine"),
     "predict": ("emotion_perception.runtime.cli", "run a model on images and print/draw people and emotions"),
     "bench": ("emotion_perception.bench.cli", "benchmark models (latency, throughput) and nodes (rosbag replay)"),
+    "models": ("emotion_perception.export.external_models",
+               "obtain the pinned third-party models (MTCNN face detector, face-expression model)"),
     "bag": ("emotion_perception.bench.bag_cli", "build rosbag2 recordings from images or synthetic scenes"),
     "model-info": ("emotion_perception.nets.cli", "parameters, GMACs and tensor shapes of a model preset"),
     "demo": ("emotion_perception.demo", "the README's main job: run the BENet node on the demo recording"),

@@ -1,7 +1,14 @@
-"""`emotion-perception demo` (the README's `make run`): the BENet node, end to end.
+"""`emotion-perception demo` (the README's `make run`): a perception node, end to end.
 
-1. a demo recording: synthetic scenes written as a rosbag2 (generated once, cached);
-2. benet_node started from its console script with the demo model shipped in models/;
+    emotion-perception demo                      benet_node on synthetic scenes (the default)
+    emotion-perception demo --node expression    expression_node on real photos
+
+1. a demo recording written as a rosbag2 (generated once, cached): synthetic scenes, or (for
+   ``--node expression``) real photographs that ship in installed packages: scikit-image's
+   astronaut and cameraman and the six demo photos of the npm package @vladmandic/face-api
+   that the setup installs with the face-expression model;
+2. the node started from its console script with its default model (BENet: the demo model in
+   models/; expression: face-api's real model installed by the setup);
 3. the recording replayed over DDS to the node's image topic;
 4. what a dialogue stack subscribed to /emotions sees, printed frame by frame;
 5. an annotated image strip and video written to the output folder.
@@ -19,7 +26,9 @@ CACHE = Path(".cache") / "demo"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--bag", help="replay this rosbag2 instead of the synthetic demo recording")
+    parser.add_argument("--node", choices=("benet", "expression", "cahfw"), default="benet",
+                        help="which node to run (default benet; expression: real faces on real photos)")
+    parser.add_argument("--bag", help="replay this rosbag2 instead of the demo recording")
     parser.add_argument("--frames", type=int, default=12, help="frames of the synthetic recording (default 12)")
     parser.add_argument("--rate", type=float, default=3.0, help="replay rate in Hz (default 3: no drops on a 2-core CPU)")
     parser.add_argument("--backend", default=None, help="override the node's backend (auto|tensorrt|onnxruntime|torch)")
@@ -37,6 +46,50 @@ def _demo_bag(frames: int) -> Path:
         images, truth = synthetic_frames(frames, people=None, seed=DEMO_BAG_SEED)
         bag.parent.mkdir(parents=True, exist_ok=True)
         write_image_bag(bag, images, rate_hz=10.0, annotations=truth)
+    return bag
+
+
+def _fit(image, width: int = 640, height: int = 480):
+    """``image`` scaled to fit width x height (aspect kept), centred on black: one frame size."""
+    import cv2
+    import numpy as np
+
+    scale = min(width / image.shape[1], height / image.shape[0])
+    resized = cv2.resize(image, (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale))),
+                         interpolation=cv2.INTER_AREA)
+    canvas = np.zeros((height, width, 3), dtype=np.uint8)
+    top, left = (height - resized.shape[0]) // 2, (width - resized.shape[1]) // 2
+    canvas[top:top + resized.shape[0], left:left + resized.shape[1]] = resized
+    return canvas
+
+
+def real_photos() -> list:
+    """The real photographs installed with the packages (RGB, 640x480): astronaut, cameraman,
+    face-api's sample1..6. FileNotFoundError when the face-api photos are not installed."""
+    import numpy as np
+    from skimage import data
+
+    from emotion_perception.data.imageio import read_rgb
+    from emotion_perception.resources import external_model_dir
+
+    folder = external_model_dir() / "samples" / "face-api"
+    samples = sorted(folder.glob("sample*.jpg"))
+    if not samples:
+        raise FileNotFoundError(f"no face-api sample photos in {folder}: run scripts/setup.sh "
+                                "(emotion-perception models fetch)")
+    photos = [data.astronaut(), np.repeat(data.camera()[..., None], 3, axis=2)] + [read_rgb(p) for p in samples]
+    return [_fit(photo) for photo in photos]
+
+
+def _real_photo_bag() -> Path:
+    from emotion_perception.bench.bag_io import write_image_bag
+
+    bag = CACHE / "real_photos"
+    if not (bag / "metadata.yaml").is_file():
+        photos = real_photos()
+        print(f"writing the real-photo recording ({len(photos)} photos) to {bag}")
+        bag.parent.mkdir(parents=True, exist_ok=True)
+        write_image_bag(bag, photos, rate_hz=1.0)
     return bag
 
 
@@ -64,7 +117,12 @@ def main(args: argparse.Namespace) -> int:
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    bag = Path(args.bag) if args.bag else _demo_bag(args.frames)
+    node_name = f"{args.node}_node"
+    try:
+        bag = Path(args.bag) if args.bag else (_demo_bag(args.frames) if args.node != "expression" else _real_photo_bag())
+    except FileNotFoundError as err:
+        print(f"error: {err}")
+        return 2
     frames = list(read_image_bag(bag))
     images = {}
     for frame in frames:
@@ -82,15 +140,16 @@ def main(args: argparse.Namespace) -> int:
         parameters["backend"] = args.backend
     if args.model:
         parameters["model_path"] = str(Path(args.model).resolve())
-    print(f"starting benet_node (log: {out / 'benet_node.log'})")
-    node = NodeProcess("benet", parameters, "/camera/image_raw", env, log_path=out / "benet_node.log")
+    log = out / f"{node_name}.log"
+    print(f"starting {node_name} (log: {log})")
+    node = NodeProcess(args.node, parameters, "/camera/image_raw", env, log_path=log)
     replayer = Replayer(image_topic="/camera/image_raw", emotions_topic="/emotions")
     try:
         loaded = replayer.load(frames)
         try:
             replayer.wait_for_subscriber(timeout=120.0, node=node, probe=loaded[0])
         except (RuntimeError, TimeoutError) as err:
-            print(f"benet_node did not come up: {err}\n--- node log ---\n{(out / 'benet_node.log').read_text()}")
+            print(f"{node_name} did not come up: {err}\n--- node log ---\n{log.read_text()}")
             return 1
         print(f"replaying {len(loaded)} frames from {bag} at {args.rate:g} Hz; /emotions as a dialogue stack sees it:\n")
         result = replayer.play(loaded, rate_hz=args.rate, settle_s=10.0, node=node)
@@ -114,7 +173,7 @@ def main(args: argparse.Namespace) -> int:
             writer.write(cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
         writer.release()
         columns = 3
-        tiles = [cv2.resize(image, (width // 2, height // 2), interpolation=cv2.INTER_AREA) for image in annotated[:6]]
+        tiles = [cv2.resize(image, (width // 2, height // 2), interpolation=cv2.INTER_AREA) for image in annotated[:6 if args.node == "benet" else 9]]
         while len(tiles) % columns:
             tiles.append(np.zeros_like(tiles[0]))
         rows = [np.concatenate(tiles[i:i + columns], axis=1) for i in range(0, len(tiles), columns)]

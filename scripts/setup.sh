@@ -40,7 +40,7 @@ fi
 
 # Everything that changes what this script would produce goes into the stamp.
 inputs_hash() {
-  (cd "$ROOT" && cat scripts/setup.sh scripts/requirements.txt scripts/constraints.txt scripts/ros-*-build-packages.txt scripts/install_ament_layout.py setup.py package.xml CMakeLists.txt msg/*.msg
+  (cd "$ROOT" && cat scripts/setup.sh scripts/requirements.txt scripts/constraints.txt scripts/ros-*-build-packages.txt scripts/install_ament_layout.py emotion_perception/export/external_models.py setup.py package.xml CMakeLists.txt msg/*.msg
    ls -R launch config models; echo "$MODE"; "$PY" --version) | sha256sum | cut -d' ' -f1
 }
 WANT="$(inputs_hash)"
@@ -54,7 +54,8 @@ fi
 
 if [[ $FORCE == 0 && -f "$STAMP" && "$(cat "$STAMP")" == "$WANT" ]] \
    && "$VENV/bin/python" -c "import emotion_perception.msg, torch" 2>/dev/null \
-   && [[ -x "$VENV/lib/emotion_perception/benet_node" ]]; then
+   && [[ -x "$VENV/lib/emotion_perception/benet_node" ]] \
+   && [[ -f "$VENV/share/emotion_perception/external_models/external_models.json" ]]; then
   exit 0
 fi
 
@@ -182,7 +183,19 @@ source "$VENV/bin/activate"
 case ":\${AMENT_PREFIX_PATH:-}:" in *":$VENV:"*) ;; *) export AMENT_PREFIX_PATH="$VENV\${AMENT_PREFIX_PATH:+:\$AMENT_PREFIX_PATH}" ;; esac
 SETUP_BASH
 
-# --- 8. check --------------------------------------------------------------------------------
+# --- 8. third-party models with real weights --------------------------------------------------
+# face-api's face-expression model (npm) and MTCNN (PyPI facenet-pytorch), pinned by version
+# and SHA-256, converted once into the venv's share/ (emotion_perception/export/external_models.py).
+# Without npm or registry access the rest still works (BENet, CAHFW-Net with dlib faces): a
+# warning says what is missing; CI must have them.
+log "third-party models"
+if ! "$VENV/bin/emotion-perception" models fetch; then
+  if [[ -n "${CI:-}" ]]; then log "third-party models could not be obtained (see above)"; exit 1; fi
+  log "WARNING: third-party models not installed: the expression model and MTCNN are unavailable until" \
+      "'emotion-perception models fetch' succeeds (docs/DEPLOYMENT.md, offline install)"
+fi
+
+# --- 9. check --------------------------------------------------------------------------------
 MODE="$MODE" "$VPY" - <<'EOF'
 import emotion_perception, torch, rclpy
 from emotion_perception.msg import PersonEmotion, PersonEmotions

@@ -174,3 +174,36 @@ def test_cahfw_node_classifies_a_real_face(ros_env, tmp_path):
     finally:
         peer.close()
         node.stop()
+
+
+def test_expression_node_reads_the_astronaut_as_happy_and_says_what_it_was_trained_on(ros_env, tmp_path):
+    from skimage import data
+
+    from emotion_perception.resources import external_model_dir
+
+    if not (external_model_dir() / "face_expression.pt").is_file():
+        pytest.skip("face-expression model not installed: run scripts/setup.sh")
+    node = NodeProcess("expression", {"backend": "torch", "device": "cpu"}, "/test_expr/image", ros_env,
+                       log_path=tmp_path / "expression.log")
+    peer = Peer("/test_expr/image")
+    try:
+        photo = data.astronaut()
+        peer.wait_for_node(node, photo)
+        out = peer.send_and_wait(peer.image(photo, 1_700_001_000 * 10**9), timeout=60.0)
+        assert out.model == "expression" and list(out.categories) == list(CAER_CATEGORIES)
+        assert len(out.people) == 1  # her face, not the round mission patch on her suit
+        face = out.people[0]
+        assert box_iou([(face.x_min, face.y_min, face.x_max, face.y_max)], [(165, 55, 255, 155)])[0, 0] > 0.5
+        assert list(face.labels) == ["Happy"] and face.score >= 0.9
+        assert peer.spin_until(lambda: peer.latest_counters("/expression_node").get("trained_on", "").startswith("real:"), 10.0)
+        empty = peer.send_and_wait(peer.image(np.full((240, 320, 3), 90, np.uint8), 1_700_001_100 * 10**9))
+        assert len(empty.people) == 0
+    finally:
+        peer.close()
+        node.stop()
+
+
+def test_a_synthetic_model_says_so_at_start_up_and_on_diagnostics(benet):
+    node, peer, log = benet
+    assert peer.spin_until(lambda: peer.latest_counters("/benet_node").get("trained_on") == "synthetic", 10.0)
+    assert "trained on synthetic data only" in log.read_text()

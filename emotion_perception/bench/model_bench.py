@@ -59,7 +59,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="weights seed (presets) and scene seed")
     parser.add_argument("--peak-gmacs", type=float, default=DEFAULT_PEAK_GMACS,
                         help="CPU peak GMAC/s for the floor ratio (default: 2 cores at ~111 GMAC/s each)")
-    parser.add_argument("--face-detector", choices=("hog", "cnn"), default="hog", help="CAHFW-Net face detector")
+    parser.add_argument("--face-detector", choices=("mtcnn", "hog", "cnn"), default="hog", help="CAHFW-Net face detector")
     parser.add_argument("--cache-dir", type=Path, help="where exported/quantised models are cached")
     parser.add_argument("--json", type=Path, help="write the results to this JSON file")
 

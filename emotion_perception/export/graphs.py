@@ -26,25 +26,31 @@ import torch
 from torch import nn
 
 from emotion_perception.data.categories import CAER_CATEGORIES, EMOTIC_CATEGORIES
-from emotion_perception.export.model_card import ModelCard
+from emotion_perception.export.model_card import InputNormalisation, ModelCard
 from emotion_perception.nets.decode import INPUT_NAMES as DECODE_INPUT_NAMES
 from emotion_perception.nets.decode import OUTPUT_NAMES as DECODE_OUTPUT_NAMES
 from emotion_perception.nets.decode import BENetWithDecode, DecodeConfig
+from emotion_perception.nets.expression import FACE_API_MEAN_RGB
 from emotion_perception.nets.factory import get_entry
 
 BENET_STRIDE = 32
 MAP_KINDS = ("heatmap", "size", "emotions")
 CAHFW_INPUT_NAMES = ("face", "context")
 CAHFW_OUTPUT_NAMES = ("logits",)
+EXPRESSION_INPUT_NAMES = ("face",)
+EXPRESSION_OUTPUT_NAMES = ("logits",)
+# face-api's input convention, (pixel - mean) / 255 (nets/expression.py).
+EXPRESSION_NORMALISATION = InputNormalisation(
+    mean=tuple(m / 255.0 for m in FACE_API_MEAN_RGB), std=(1.0, 1.0, 1.0), pixel_scale=1.0 / 255.0)
 
 
 def model_name_of(model: nn.Module) -> str:
-    """Registry name of a model instance ("benet" | "cahfw")."""
+    """Registry name of a model instance ("benet" | "cahfw" | "expression")."""
     config = getattr(model, "config", None)
-    for name in ("benet", "cahfw"):
+    for name in ("benet", "cahfw", "expression"):
         if isinstance(config, get_entry(name).config_class):
             return name
-    raise TypeError(f"{type(model).__name__} is not a registered emotion model (BENet or CAHFW-Net)")
+    raise TypeError(f"{type(model).__name__} is not a registered emotion model (BENet, CAHFW-Net, FaceExpressionNet)")
 
 
 def benet_map_names(has_vad: bool) -> tuple[str, ...]:
@@ -97,6 +103,17 @@ class HalfPrecisionNet(nn.Module):
         if isinstance(outputs, tuple):
             return tuple(value.float() for value in outputs)
         return outputs.float()
+
+
+class ExpressionGraph(nn.Module):
+    """FaceExpressionNet with a one-element output tuple (``logits``)."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, face: torch.Tensor) -> tuple[torch.Tensor]:
+        return (self.net(face),)
 
 
 class CAHFWGraph(nn.Module):
@@ -153,6 +170,15 @@ def build_deploy_graph(
         axes = {n: {0: "batch"} for n in CAHFW_INPUT_NAMES + CAHFW_OUTPUT_NAMES}
         return DeployGraph(CAHFWGraph(net).eval(), CAHFW_INPUT_NAMES, CAHFW_OUTPUT_NAMES, axes,
                            model.example_inputs(batch))
+    if name == "expression":
+        if with_decode:
+            raise ValueError("--with-decode applies to BENet only (the expression model outputs class logits)")
+        if input_size is not None and tuple(input_size) != (model.config.input_size,) * 2:
+            raise ValueError(f"the expression model has a fixed input size {model.config.input_size}x"
+                             f"{model.config.input_size}, got {tuple(input_size)}")
+        axes = {n: {0: "batch"} for n in EXPRESSION_INPUT_NAMES + EXPRESSION_OUTPUT_NAMES}
+        return DeployGraph(ExpressionGraph(net).eval(), EXPRESSION_INPUT_NAMES, EXPRESSION_OUTPUT_NAMES, axes,
+                           model.example_inputs(batch))
     size = tuple(model.config.input_size if input_size is None else input_size)
     if len(size) != 2 or any(s <= 0 or s % BENET_STRIDE for s in size):
         raise ValueError(f"BENet input size must be (H, W), multiples of {BENET_STRIDE}; got {size}")
@@ -189,6 +215,7 @@ def make_card(
     input_size: tuple[int, int] | None = None,
     opset: int | None = None,
     source: dict[str, Any] | None = None,
+    trained_on: str = "unknown",
 ) -> ModelCard:
     """The model card of an exported graph of ``model``."""
     name = model_name_of(model)
@@ -199,12 +226,19 @@ def make_card(
         )
         size = tuple(config.input_size if input_size is None else input_size)
         stride, dynamic, has_vad = BENET_STRIDE, True, bool(config.vad_head)
+        normalisation = InputNormalisation()
+    elif name == "expression":
+        categories = CAER_CATEGORIES
+        size = (config.input_size, config.input_size)
+        stride, dynamic, has_vad = config.input_size, False, False
+        normalisation = EXPRESSION_NORMALISATION
     else:
         categories = CAER_CATEGORIES if config.num_classes == len(CAER_CATEGORIES) else tuple(
             f"class_{i}" for i in range(config.num_classes)
         )
         size = (config.input_size, config.input_size)
         stride, dynamic, has_vad = config.input_size, False, False
+        normalisation = InputNormalisation()
     decode = dataclasses.asdict(decode_config or DecodeConfig()) if with_decode else None
     return ModelCard(
         model_name=name,
@@ -223,4 +257,6 @@ def make_card(
         decode=decode,
         opset=opset,
         source=dict(source or {}),
+        normalisation=normalisation,
+        trained_on=trained_on,
     )

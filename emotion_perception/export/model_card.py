@@ -20,7 +20,7 @@ from typing import Any
 
 CARD_KEY = "emotion_perception.model_card"
 CARD_FORMAT_VERSION = 1
-MODEL_NAMES = ("benet", "cahfw")
+MODEL_NAMES = ("benet", "cahfw", "expression")
 PRECISIONS = ("fp32", "fp16", "int8")
 
 
@@ -49,7 +49,7 @@ class InputNormalisation:
 class ModelCard:
     """Self-description of an exported model (see module docstring)."""
 
-    model_name: str  # "benet" | "cahfw"
+    model_name: str  # "benet" | "cahfw" | "expression"
     config: dict[str, Any]  # dataclasses.asdict of the model config
     categories: tuple[str, ...]  # output channel order of the emotion scores
     input_names: tuple[str, ...]
@@ -66,6 +66,9 @@ class ModelCard:
     opset: int | None = None
     source: dict[str, Any] = field(default_factory=dict)  # checkpoint path/hash, versions
     tensorrt: dict[str, Any] | None = None  # engine cards only
+    # What the weights learned from: "synthetic" (this project's generator), "real: <dataset or
+    # statement>", or "unknown" (a checkpoint that does not say). Nodes report it.
+    trained_on: str = "unknown"
     format_version: int = CARD_FORMAT_VERSION
 
     def __post_init__(self) -> None:

@@ -81,8 +81,9 @@ def export_onnx(
     opset: int = DEFAULT_OPSET,
     source: dict[str, Any] | None = None,
     simplify_graph: bool = True,
+    trained_on: str = "unknown",
 ) -> ExportResult:
-    """Export ``model`` (BENet or CAHFW-Net) to ``out`` with its model card; see module docstring.
+    """Export ``model`` (BENet, CAHFW-Net or FaceExpressionNet) to ``out`` with its model card; see module docstring.
 
     ``precision`` is "fp32" or "fp16" (float16 weights and activations behind float32 inputs and
     outputs, for GPU runtimes; int8 is :func:`emotion_perception.export.quantize.quantize_int8`
@@ -103,7 +104,7 @@ def export_onnx(
     proto = onnx.load(str(out))
     if simplify_graph:
         proto = simplify(proto)
-    card = make_card(model, graph, with_decode, decode_config, precision, input_size, opset, source)
+    card = make_card(model, graph, with_decode, decode_config, precision, input_size, opset, source, trained_on)
     write_metadata(proto, card)
     onnx.checker.check_model(proto)
     onnx.save(proto, str(out))

@@ -163,6 +163,12 @@ def read_checkpoint(
     return checkpoint
 
 
+def trained_on_of(checkpoint: Mapping[str, Any]) -> str:
+    """What a checkpoint's weights learned from (its ``trained_on`` entry), "unknown" if unsaid."""
+    value = checkpoint.get("trained_on", "unknown")
+    return value if isinstance(value, str) and value else "unknown"
+
+
 def load_model_from_checkpoint(
     path: str | Path, map_location: str | torch.device = "cpu"
 ) -> tuple[nn.Module, dict[str, Any]]:

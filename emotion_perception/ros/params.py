@@ -62,7 +62,10 @@ NODE_PARAMETERS: dict[str, tuple[ParameterSpec, ...]] = {
         ParameterSpec("flip_test", bool, "Average the image and its mirror image (about 2x the cost)."),
     ),
     "cahfw": COMMON_PARAMETERS + (
-        ParameterSpec("face_detector", str, "dlib face detector: hog (fast, frontal faces) or cnn (MMOD, slower, more robust).", read_only=True, choices=("hog", "cnn")),
+        ParameterSpec("face_detector", str, "Face detector: mtcnn (CNN, real weights, default), hog (dlib, fast, frontal faces only), cnn (dlib MMOD, slow on CPU) or auto (mtcnn where installed, else hog).", read_only=True, choices=("mtcnn", "hog", "cnn", "auto")),
+    ),
+    "expression": COMMON_PARAMETERS + (
+        ParameterSpec("face_detector", str, "Face detector: mtcnn (CNN, real weights, default), hog (dlib, fast, frontal faces only), cnn (dlib MMOD, slow on CPU) or auto (mtcnn where installed, else hog).", read_only=True, choices=("mtcnn", "hog", "cnn", "auto")),
     ),
 }
 

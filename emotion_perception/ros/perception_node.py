@@ -52,9 +52,11 @@ from emotion_perception.ros.frame_slot import LatestFrameSlot
 from emotion_perception.ros.health import RecentOutcomes, assess
 from emotion_perception.ros.image_conversion import ImageConversionError, rgb_to_image_fields, to_rgb
 from emotion_perception.ros.params import NODE_PARAMETERS, ParameterSpec, load_defaults
-from emotion_perception.runtime.labels import labels_over_threshold
+from emotion_perception.runtime.labels import confident_labels
 
 DEMO_MODELS = {"benet": "models/benet_lite_demo.pt", "cahfw": "models/cahfw_small_demo.pt"}
+# Models without a shipped demo file: installed by the setup (emotion-perception models fetch).
+INSTALLED_MODELS = {"expression": "expression"}
 _PARAM_TYPES = {bool: ParameterType.PARAMETER_BOOL, int: ParameterType.PARAMETER_INTEGER,
                 float: ParameterType.PARAMETER_DOUBLE, str: ParameterType.PARAMETER_STRING}
 
@@ -175,8 +177,15 @@ class EmotionPerceptionNode(LifecycleNode):
         self._debug_pub = self.create_lifecycle_publisher(Image, "emotions/debug_image", output_qos)
         self.get_logger().info(
             f"configured: {self._predictor.model_name} on {self._predictor.backend_name}/{self._predictor.device}: "
-            f"{len(self._categories)} categories, VAD {'on' if self._predictor.has_vad else 'off'}"
+            f"{len(self._categories)} categories, VAD {'on' if self._predictor.has_vad else 'off'}, "
+            f"trained on {self._predictor.card.trained_on}"
         )
+        if self._predictor.card.trained_on in ("synthetic", "unknown"):
+            # Said once here and on every /diagnostics message: a dialogue stack must not take a
+            # pipeline demo for a model of human emotion.
+            self.get_logger().warning(
+                f"this model was trained on {self._predictor.card.trained_on} data only: its emotions are not "
+                f"evidence about real people (for real faces today: expression_node; README)")
         return TransitionCallbackReturn.SUCCESS
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -250,11 +259,18 @@ class EmotionPerceptionNode(LifecycleNode):
         # model must fail at configure with the reason, not at the first frame.
         from emotion_perception.runtime import load_predictor
 
-        path = self._settings["model_path"] or str(find_resource(DEMO_MODELS[self._model_kind]))
+        if self._settings["model_path"]:
+            path = self._settings["model_path"]
+        elif self._model_kind in INSTALLED_MODELS:
+            from emotion_perception.resources import resolve_model_path
+
+            path = str(resolve_model_path(INSTALLED_MODELS[self._model_kind]))
+        else:
+            path = str(find_resource(DEMO_MODELS[self._model_kind]))
         if not Path(path).is_file():
             raise FileNotFoundError(f"model_path '{path}' does not exist")
         options: dict[str, Any] = {}
-        if self._model_kind == "cahfw":
+        if "face_detector" in self._settings:
             options["face_detector"] = self._settings["face_detector"]
         predictor = load_predictor(
             path, backend=self._settings["backend"], device=self._settings["device"],
@@ -335,7 +351,8 @@ class EmotionPerceptionNode(LifecycleNode):
                 id=str(index), score=float(person.score),
                 x_min=x_min, y_min=y_min, x_max=x_max, y_max=y_max,
                 scores=scores.tolist(),
-                labels=labels_over_threshold(scores, self._categories, emotion_threshold),
+                labels=confident_labels(scores, self._categories, emotion_threshold,
+                                        exclusive=self._predictor.model_name != "benet"),
                 valence=float(vad[0]), arousal=float(vad[1]), dominance=float(vad[2]),
             ))
         return out
@@ -380,6 +397,7 @@ class EmotionPerceptionNode(LifecycleNode):
             "latency_ms_p90": f"{latency['p90']:.2f}",
             "latency_ms_p99": f"{latency['p99']:.2f}",
             "last_failure": self._outcomes.summary().last_failure or "",
+            "trained_on": predictor.card.trained_on if predictor else "",
         }
         status.values = [KeyValue(key=k, value=v) for k, v in values.items()]
         array = DiagnosticArray(status=[status])

@@ -16,7 +16,9 @@ PRECISIONS = ("auto", "fp32", "fp16", "int8")
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("images", nargs="+", type=Path, metavar="IMAGES", help="image files")
-    parser.add_argument("--model", required=True, type=Path, help="checkpoint (.pt), ONNX export or TensorRT engine")
+    parser.add_argument("--model", required=True,
+                        help="checkpoint (.pt), ONNX export or TensorRT engine, or 'expression' (face-api's "
+                             "real face-expression model, installed by the setup)")
     parser.add_argument("--backend", choices=BACKENDS, default="auto", help="inference backend (default: auto)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     parser.add_argument("--precision", choices=PRECISIONS, default="auto", help="torch/TensorRT precision")
@@ -26,8 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-people", type=int, default=15, help="at most this many people per image")
     parser.add_argument("--flip-test", action="store_true", help="average with the mirrored image")
     parser.add_argument("--top", type=int, default=3, help="labels listed per person")
-    parser.add_argument("--face-detector", choices=("auto", "hog", "cnn"), default="auto",
-                        help="CAHFW-Net: dlib face detector (auto: cnn with CUDA dlib on a GPU, else hog)")
+    parser.add_argument("--face-detector", choices=("auto", "mtcnn", "hog", "cnn"), default="auto",
+                        help="face models: MTCNN (auto, where installed) or dlib HOG / CNN")
     parser.add_argument("--json", type=Path, help="write the predictions to this JSON file")
     parser.add_argument("--draw", type=Path, metavar="DIR", help="write images with boxes and labels to DIR")
     parser.add_argument("--cache-dir", type=Path, help="where exported ONNX models and engines are cached")

@@ -4,10 +4,12 @@
 * BENet (bottom-up, one pass whatever the number of people): letterbox + normalise on the
   backend's device, the network, then decoding (inside the graph for ``--with-decode`` exports,
   else :func:`emotion_perception.nets.decode.decode` in torch on the same device).
-* CAHFW-Net (top-down): dlib face detection, one face crop + masked context per face
-  (:func:`emotion_perception.data.faces.faces_and_contexts`, the function training uses), all
-  faces classified in one batch; box = face box, score = detector confidence mapped to [0, 1],
-  scores = softmax over the 7 CAER-S classes, VAD NaN.
+* CAHFW-Net (top-down): face detection (MTCNN by default, dlib HOG/CNN as options), one face
+  crop + masked context per face (:func:`emotion_perception.data.faces.faces_and_contexts`, the
+  function training uses), all faces classified in one batch; box = face box, score = detector
+  confidence in [0, 1], scores = softmax over the 7 CAER-S classes, VAD NaN.
+* The expression model (face-api's FaceExpressionNet, real weights): the same top-down path
+  with a face crop only, its 7 classes named as CAER-S's.
 """
 
 from __future__ import annotations
@@ -219,13 +221,28 @@ def detection_confidence(raw_scores: np.ndarray) -> np.ndarray:
     return (1.0 / (1.0 + np.exp(-np.asarray(raw_scores, dtype=np.float64)))).astype(np.float32)
 
 
-class CAHFWPredictor(Predictor):
-    """Top-down: detect faces, then classify every face (one batch) with its context."""
+def face_confidence(detector: Any, raw_scores: np.ndarray) -> np.ndarray:
+    """A face detector's scores in [0, 1]: probabilities as they are (MTCNN), dlib margins
+    through :func:`detection_confidence`."""
+    if getattr(detector, "scores_are_probabilities", False):
+        return np.asarray(raw_scores, dtype=np.float32)
+    return detection_confidence(raw_scores)
 
-    def __init__(self, backend: Backend, card: ModelCard, face_detector: Any, face_scale: float = 1.0) -> None:
+
+def softmax_rows(logits: np.ndarray) -> np.ndarray:
+    stacked = np.asarray(logits, dtype=np.float64)
+    stacked = stacked - stacked.max(axis=1, keepdims=True)
+    probabilities = np.exp(stacked)
+    return (probabilities / probabilities.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+class TopDownPredictor(Predictor):
+    """Detect faces, then classify every face in one batch; box = face box, score = detector
+    confidence in [0, 1], scores = softmax over the classes, VAD NaN."""
+
+    def __init__(self, backend: Backend, card: ModelCard, face_detector: Any) -> None:
         super().__init__(backend, card)
         self.face_detector = face_detector
-        self.face_scale = float(face_scale)
         spec = backend.inputs[0]
         self._max_batch = int(spec.max_shape[0]) if spec.max_shape is not None else None
 
@@ -234,7 +251,7 @@ class CAHFWPredictor(Predictor):
         _check_call(detection_threshold, max_people)
         image_rgb = check_image(image_rgb)
         detections = self.face_detector.detect(image_rgb)
-        confidence = detection_confidence(detections[:, 4])
+        confidence = face_confidence(self.face_detector, detections[:, 4])
         keep = np.flatnonzero(confidence >= detection_threshold)[:max_people]
         if len(keep) == 0:
             return []
@@ -244,52 +261,89 @@ class CAHFWPredictor(Predictor):
         return [PersonPrediction(boxes[i].astype(np.float32), float(confidence[keep[i]]), probabilities[i], vad.copy())
                 for i in range(len(keep))]
 
+    @abstractmethod
+    def network_inputs(self, image_rgb: np.ndarray, face_boxes: np.ndarray) -> dict[str, np.ndarray]:
+        """The backend inputs (name -> (K, 3, S, S) float32) for K faces."""
+
     def classify_faces(self, image_rgb: np.ndarray, face_boxes: np.ndarray, flip_test: bool = False) -> np.ndarray:
         """(K, C) float32 class probabilities of the faces at ``face_boxes`` (K, 4) in one batch."""
-        from emotion_perception.data.faces import faces_and_contexts
-
         image_rgb = check_image(image_rgb)
         face_boxes = np.asarray(face_boxes, dtype=np.float32).reshape(-1, 4)
         if len(face_boxes) == 0:
             return np.zeros((0, len(self.categories)), dtype=np.float32)
+        inputs = self.network_inputs(image_rgb, face_boxes)
+        if flip_test:
+            inputs = {name: np.concatenate([batch, batch[..., ::-1]]) for name, batch in inputs.items()}
+        count = len(next(iter(inputs.values())))
+        logits = []
+        step = self._max_batch or count
+        for start in range(0, count, step):
+            outputs = self.backend.infer({name: self._to_backend(np.ascontiguousarray(batch[start:start + step]))
+                                          for name, batch in inputs.items()})
+            logits.append(_to_numpy(outputs["logits"]).astype(np.float64))
+        probabilities = softmax_rows(np.concatenate(logits))
+        if flip_test:
+            faces = len(face_boxes)
+            probabilities = (probabilities[:faces] + probabilities[faces:]) / 2
+        return probabilities.astype(np.float32)
+
+
+class CAHFWPredictor(TopDownPredictor):
+    """CAHFW-Net: each face crop with its context (the face masked), the training inputs
+    (:func:`emotion_perception.data.faces.faces_and_contexts`)."""
+
+    def __init__(self, backend: Backend, card: ModelCard, face_detector: Any, face_scale: float = 1.0) -> None:
+        super().__init__(backend, card, face_detector)
+        self.face_scale = float(face_scale)
+
+    def network_inputs(self, image_rgb: np.ndarray, face_boxes: np.ndarray) -> dict[str, np.ndarray]:
+        from emotion_perception.data.faces import faces_and_contexts
+
         size = int(self.card.input_size[0])
         faces, contexts = faces_and_contexts(image_rgb, face_boxes, size, self.face_scale)
-        face_batch = normalise_numpy(faces, self.card.normalisation)
-        context_batch = normalise_numpy(contexts, self.card.normalisation)
-        if flip_test:
-            face_batch = np.concatenate([face_batch, face_batch[..., ::-1]])
-            context_batch = np.concatenate([context_batch, context_batch[..., ::-1]])
-        logits = []
-        step = self._max_batch or len(face_batch)
-        for start in range(0, len(face_batch), step):
-            outputs = self.backend.infer({
-                "face": self._to_backend(np.ascontiguousarray(face_batch[start:start + step])),
-                "context": self._to_backend(np.ascontiguousarray(context_batch[start:start + step])),
-            })
-            logits.append(_to_numpy(outputs["logits"]).astype(np.float64))
-        stacked = np.concatenate(logits)
-        stacked -= stacked.max(axis=1, keepdims=True)
-        probabilities = np.exp(stacked)
-        probabilities /= probabilities.sum(axis=1, keepdims=True)
-        if flip_test:
-            count = len(face_boxes)
-            probabilities = (probabilities[:count] + probabilities[count:]) / 2
-        return probabilities.astype(np.float32)
+        return {"face": normalise_numpy(faces, self.card.normalisation),
+                "context": normalise_numpy(contexts, self.card.normalisation)}
+
+
+class ExpressionPredictor(TopDownPredictor):
+    """face-api's FaceExpressionNet: each face box's pixels padded to a square and resized with
+    TensorFlow's legacy bilinear (:func:`emotion_perception.runtime.preprocess.face_crops`), as
+    face-api feeds it."""
+
+    def network_inputs(self, image_rgb: np.ndarray, face_boxes: np.ndarray) -> dict[str, np.ndarray]:
+        from emotion_perception.runtime.preprocess import face_crops
+
+        crops = face_crops(image_rgb, face_boxes, int(self.card.input_size[0]))
+        return {"face": normalise_numpy(crops, self.card.normalisation)}
 
 
 # --------------------------------------------------------------------------- loading
 
 
-def _face_detector(method: str, device: str) -> Any:
-    from emotion_perception.data.faces import FaceDetector
+FACE_DETECTORS = ("auto", "mtcnn", "hog", "cnn")
 
+
+def _face_detector(method: str, device: str) -> Any:
+    """A face detector by name. ``auto`` is MTCNN (a CNN, real weights from facenet-pytorch;
+    docs/BENCHMARKS.md "Face detectors on real photos") where its converted weights are
+    installed, else dlib HOG with a warning saying how to get MTCNN."""
+    from emotion_perception.resources import find_external_model
+
+    if method not in FACE_DETECTORS:
+        raise ValueError(f"face_detector must be one of {', '.join(FACE_DETECTORS)}, got {method!r}")
     if method == "auto":
         try:
-            import dlib
-        except ImportError:
-            dlib = None  # FaceDetector below says how to install it
-        # The CNN detector is accurate but takes seconds per frame on a CPU; HOG runs in tens of ms.
-        method = "cnn" if getattr(dlib, "DLIB_USE_CUDA", False) and device.startswith("cuda") else "hog"
+            find_external_model("mtcnn")
+            method = "mtcnn"
+        except FileNotFoundError as err:
+            LOGGER.warning("face detector: dlib HOG, because MTCNN is not installed (%s)", err)
+            method = "hog"
+    if method == "mtcnn":
+        from emotion_perception.runtime.face_detection import MTCNNDetector
+
+        return MTCNNDetector(find_external_model("mtcnn"), device="cpu" if device == "cpu" else device)
+    from emotion_perception.data.faces import FaceDetector
+
     return FaceDetector(method=method)
 
 
@@ -313,8 +367,9 @@ def load_predictor(
     (checkpoint config / model card). ``backend`` is auto | tensorrt | onnxruntime | torch and
     ``device`` auto | cpu | cuda[:N] (see :mod:`emotion_perception.runtime.model_files` for
     what auto picks). ``input_size`` (H, W) fixes BENet's canvas (default: longer side at the
-    training size, padded to the stride). ``face_detector`` (CAHFW-Net) is "auto", "hog", "cnn"
-    or an object with ``detect(image_rgb) -> (K, 5)``. ``threads``: CPU intra-op threads
+    training size, padded to the stride). ``face_detector`` (top-down models) is "auto", "mtcnn",
+    "hog", "cnn" or an object with ``detect(image_rgb) -> (K, 5)``. ``model_path`` may be an
+    alias of an installed third-party model (``expression``). ``threads``: CPU intra-op threads
     (ONNX Runtime default: the physical cores; PyTorch: ``torch.set_num_threads``, process-wide).
     """
     from emotion_perception.runtime.model_files import (
@@ -324,7 +379,9 @@ def load_predictor(
         probe_availability,
     )
 
-    model_path = Path(model_path)
+    from emotion_perception.resources import resolve_model_path
+
+    model_path = resolve_model_path(model_path)
     kind = detect_model_kind(model_path)
     available = probe_availability()
     backend_name, resolved_device, reason = choose_backend(kind, backend, device, available)
@@ -340,11 +397,13 @@ def load_predictor(
     else:
         runner, card = _tensorrt_backend(model_path, kind, resolved_device, precision, cache, cuda_graph)
 
-    if card.model_name == "cahfw":
+    if card.model_name in ("cahfw", "expression"):
         if input_size is not None and tuple(input_size) != tuple(card.input_size):
-            raise ValueError(f"CAHFW-Net takes fixed {tuple(card.input_size)} face/context inputs; input_size "
+            raise ValueError(f"{card.model_name} takes fixed {tuple(card.input_size)} face inputs; input_size "
                              f"{tuple(input_size)} does not apply")
         detector = _face_detector(face_detector, resolved_device) if isinstance(face_detector, str) else face_detector
+        if card.model_name == "expression":
+            return ExpressionPredictor(runner, card, detector)
         return CAHFWPredictor(runner, card, detector, face_scale)
     if input_size is not None:
         canvas_geometry(input_size[0], input_size[1], card, input_size)  # validates before the first frame
@@ -353,14 +412,14 @@ def load_predictor(
 
 def _torch_backend(path: Path, device: str, precision: str, compile: bool, cuda_graph: bool, threads: int | None):
     from emotion_perception.export.graphs import build_deploy_graph, make_card
-    from emotion_perception.nets.factory import load_model_from_checkpoint
+    from emotion_perception.nets.factory import load_model_from_checkpoint, trained_on_of
     from emotion_perception.runtime.torch_backend import TorchBackend
 
-    model, _ = load_model_from_checkpoint(path, map_location="cpu")
+    model, checkpoint = load_model_from_checkpoint(path, map_location="cpu")
     graph = build_deploy_graph(model)
     card = make_card(model, graph, with_decode=False, decode_config=None,
                      precision="fp16" if precision == "auto" and device != "cpu" else
-                     ("fp32" if precision == "auto" else precision))
+                     ("fp32" if precision == "auto" else precision), trained_on=trained_on_of(checkpoint))
     backend = TorchBackend(model, card, device, precision, compile=compile, cuda_graph=cuda_graph, threads=threads)
     return backend, card
 
