@@ -163,7 +163,7 @@ def test_predict_on_the_astronaut_finds_one_face_and_reads_it_as_happy(tmp_path)
 
     write_rgb(tmp_path / "astronaut.png", data.astronaut())
     out = subprocess.run([sys.executable, "-m", "emotion_perception.cli", "predict", "--model", "expression",
-                          "--backend", "torch", "--threshold", "0.9", "--json", str(tmp_path / "out.json"),
+                          "--backend", "torch", "--json", str(tmp_path / "out.json"),
                           str(tmp_path / "astronaut.png")], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     (image,) = json.loads((tmp_path / "out.json").read_text())["images"]
@@ -208,3 +208,20 @@ def test_softmax_labels_must_clearly_beat_chance():
     assert confident_labels(peaked, names, 0.0, exclusive=True) == ["C"]  # 0.1 < 2/7
     # multi-label sigmoids (BENet): the threshold alone
     assert confident_labels(np.full(7, 0.2), names, 0.1, exclusive=False) == list(names)
+
+
+@needs_models
+def test_clear_open_smiles_in_real_photos_are_read_as_happy(predictor):
+    from emotion_perception.data.imageio import read_rgb
+
+    truth = json.loads((ROOT / "test" / "data" / "real_faces.json").read_text())
+    happy = CAER_CATEGORIES.index("Happy")
+    checked = 0
+    for name, indices in truth["open_smiles"].items():
+        image = read_rgb(MODELS / "samples" / "face-api" / name)
+        boxes = np.array(truth["images"][name]["faces"], dtype=np.float32)[indices]
+        probabilities = predictor.classify_faces(image, boxes)
+        assert (probabilities.argmax(axis=1) == happy).all(), (name, np.round(probabilities, 2))
+        assert (probabilities[:, happy] > 0.9).all(), (name, np.round(probabilities[:, happy], 3))
+        checked += len(indices)
+    assert checked == 8

@@ -28,9 +28,9 @@ def _weights_path() -> Path | None:
     if env:
         return Path(env) if Path(env).is_file() else None
     try:
-        from emotion_perception.resources import find_resource
+        from emotion_perception.resources import find_external_model
 
-        return find_resource("external_models/mtcnn.pt")
+        return find_external_model("mtcnn")
     except FileNotFoundError:
         return None
 

@@ -50,6 +50,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mtcnn-weights", type=Path,
                         help=f"MTCNN checkpoint (default: $EP_MTCNN_WEIGHTS, else the installed {MTCNN_RESOURCE})")
     parser.add_argument("--mtcnn-min-face", type=int, default=20, help="MTCNN min_face_size in px of the resized image")
+    parser.add_argument("--mtcnn-min-score", type=float, default=0.0,
+                        help="drop MTCNN faces below this probability (the nodes' detection_threshold: 0.9)")
     parser.add_argument("--upsample", type=int, default=1, help="dlib detectors' upsampling count")
     parser.add_argument("--device", default="cpu", help="torch device of MTCNN")
     parser.add_argument("--warmup", type=int, default=1, help="untimed detections on the first image per detector")
@@ -169,10 +171,11 @@ def build_detector(name: str, args: argparse.Namespace) -> Callable:
 
         weights = args.mtcnn_weights or os.environ.get("EP_MTCNN_WEIGHTS")
         if not weights:
-            from emotion_perception.resources import find_resource
+            from emotion_perception.resources import find_external_model
 
-            weights = find_resource(MTCNN_RESOURCE)
-        return MTCNNDetector(weights, device=args.device, min_face_size=args.mtcnn_min_face).detect
+            weights = find_external_model("mtcnn")
+        return MTCNNDetector(weights, device=args.device, min_face_size=args.mtcnn_min_face,
+                             min_score=args.mtcnn_min_score).detect
     if name in ("hog", "cnn"):
         from emotion_perception.data.faces import FaceDetector
 
