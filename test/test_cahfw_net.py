@@ -80,7 +80,7 @@ def test_width_multiplier_halves_every_width():
     small = create_model("cahfw", "small")
     widths = [m.out_channels for m in small.face_encoder.modules() if isinstance(m, torch.nn.Conv2d)]
     assert widths == [16, 32, 64, 128, 128]
-    assert small.fusion.shallow[0].in_features == 256 and small.fusion.shallow[0].out_features == 64
+    assert small.fusion.face[0].in_features == 256 and small.fusion.face[0].out_features == 64
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
@@ -138,23 +138,38 @@ def test_cross_attention_matches_numpy():
     torch.testing.assert_close(actual, expected, atol=1e-5, rtol=1e-5)
 
 
-def test_element_recalibration_matches_explicit_sum():
+def test_element_recalibration_is_eq_13_14_by_hand():
+    # Eq. 13: G = Softmax(Z (W Z)^T) Z with Z (C, HW) and W a kernel-1 Conv1d: a C x C channel
+    # affinity, softmax over its rows; Eq. 14: R = Z * G (element-wise). Written out entry by entry.
     torch.manual_seed(2)
     module = ElementRecalibration(5).eval()
     x = torch.randn(1, 5, 2, 3)
-    w = module.bilinear.weight[:, :, 0].detach().numpy().astype(np.float64)
-    b = module.bilinear.bias.detach().numpy().astype(np.float64)
+    w = module.channel_map.weight[:, :, 0].detach().numpy().astype(np.float64)
+    b = module.channel_map.bias.detach().numpy().astype(np.float64)
     z = x[0].flatten(1).numpy().astype(np.float64)  # (C, N)
-    n = z.shape[1]
-    expected = np.zeros_like(z)
-    for i in range(n):
-        scores = np.array([z[:, i] @ (w @ z[:, j] + b) for j in range(n)])
-        attention = softmax(scores, axis=0)
-        g_i = sum(attention[j] * z[:, j] for j in range(n))
-        expected[:, i] = z[:, i] * g_i
+    channels, positions = z.shape
+    wz = np.array([[sum(w[c, k] * z[k, n] for k in range(channels)) + b[c] for n in range(positions)]
+                   for c in range(channels)])
+    affinity = np.array([[sum(z[c, n] * wz[d, n] for n in range(positions)) for d in range(channels)]
+                         for c in range(channels)])
+    attention = softmax(affinity, axis=1)
+    g = np.array([[sum(attention[c, d] * z[d, n] for d in range(channels)) for n in range(positions)]
+                  for c in range(channels)])
+    expected = z * g
     with torch.no_grad():
         actual = module(x)[0].flatten(1).double().numpy()
     np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_element_recalibration_keeps_the_scale_of_its_input():
+    # Each channel of G is a convex combination of Z's channels, so |G| <= max |Z|: the output
+    # is bounded by max|Z|^2 (the earlier H*W x H*W version reached 26-58 at initialisation).
+    torch.manual_seed(5)
+    module = ElementRecalibration(64).eval()
+    x = torch.relu(torch.randn(2, 64, 14, 14))
+    with torch.no_grad():
+        out = module(x)
+    assert out.abs().max() <= x.abs().max() ** 2 + 1e-5
 
 
 def test_highlight_softmax_over_positions():
@@ -181,7 +196,9 @@ def test_hybrid_weighting_crosses_levels():
         return float((l2.weight[:, :, 0].detach().numpy() @ hidden + l2.bias.detach().numpy())[0])
 
     with torch.no_grad():
-        weighted_shallow, weighted_deep = module(shallow, deep)
+        (shallow_face, shallow_context), (deep_face, deep_context) = module(shallow, deep)
+    weighted_shallow = torch.cat([shallow_face, shallow_context], dim=1)
+    weighted_deep = torch.cat([deep_face, deep_context], dim=1)
     for row in range(2):
         s = [t[row].numpy() for t in shallow]
         d = [t[row].numpy() for t in deep]
@@ -190,6 +207,24 @@ def test_hybrid_weighting_crosses_levels():
         beta = softmax(np.array([score(deep_weights.face, d[0]), score(deep_weights.context, d[1])]), 0)
         np.testing.assert_allclose(weighted_shallow[row].numpy(), np.r_[beta[0] * s[0], beta[1] * s[1]], rtol=1e-5)
         np.testing.assert_allclose(weighted_deep[row].numpy(), np.r_[alpha[0] * d[0], alpha[1] * d[1]], rtol=1e-5)
+
+
+def test_deep_fusion_groups_per_stream_shallow_with_deep_and_drops_out_in_the_head():
+    from emotion_perception.nets.cahfw import DeepFusion
+
+    torch.manual_seed(6)
+    module = DeepFusion(3, 4, 7, dropout=0.5).eval()
+    shallow = (torch.randn(2, 3), torch.randn(2, 3))
+    deep = (torch.randn(2, 3), torch.randn(2, 3))
+    with torch.no_grad():
+        out = module(shallow, deep)
+        face = torch.relu(module.face[0](torch.cat([shallow[0], deep[0]], dim=1)))  # Eq. 22
+        context = torch.relu(module.context[0](torch.cat([shallow[1], deep[1]], dim=1)))  # Eq. 23
+        hidden = torch.relu(module.head[0](torch.cat([face, context], dim=1).unsqueeze(-1)))
+        expected = module.head[3](hidden).squeeze(-1)
+    torch.testing.assert_close(out, expected)
+    # Eq. 25: Dropout between the two classifier Conv1ds
+    assert isinstance(module.head[2], torch.nn.Dropout)
 
 
 def test_config_validation_and_presets():

@@ -26,11 +26,12 @@ def _setup_script_layout():
 
 
 def test_the_venv_prefix_has_the_ament_install_layout():
-    for executable in ("benet_node", "cahfw_node"):
+    for executable in ("benet_node", "cahfw_node", "expression_node"):
         path = PREFIX / "lib" / PACKAGE / executable
         assert path.is_file() and os.access(path, os.X_OK), f"{path} missing or not executable"
     share = PREFIX / "share" / PACKAGE
-    for relative in ("package.xml", "launch/benet.launch.py", "launch/cahfw.launch.py", "config/benet.yaml",
+    for relative in ("package.xml", "launch/benet.launch.py", "launch/cahfw.launch.py", "launch/expression.launch.py",
+                     "launch/emotion_perception_launch.py", "config/expression.yaml", "config/benet.yaml",
                      "config/cahfw.yaml", "config/fastdds_large_images.xml", "models/benet_lite_demo.pt",
                      "models/cahfw_small_demo.pt"):
         assert (share / relative).is_file(), f"{share / relative} missing"
@@ -58,8 +59,8 @@ def test_share_entries_link_into_the_checkout_so_edits_are_live():
 def test_install_layout_into_another_prefix(tmp_path, link):
     module = _setup_script_layout()
     (tmp_path / "bin").mkdir()
-    for name in ("benet_node", "cahfw_node"):
-        shutil.copy2(PREFIX / "bin" / name, tmp_path / "bin" / name)
+    for script in sorted((PREFIX / "bin").glob("*_node")):
+        shutil.copy2(script, tmp_path / "bin" / script.name)
     # a file CMake installed there before (package.xml) is replaced, not an error
     (tmp_path / "share" / PACKAGE).mkdir(parents=True)
     (tmp_path / "share" / PACKAGE / "package.xml").write_text("old", encoding="utf-8")

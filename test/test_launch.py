@@ -128,3 +128,32 @@ def test_ros2_run_finds_the_executable(ros_env, tmp_path):
     finally:
         peer.close()
         launched.stop()
+
+
+@requires_launch
+def test_ros2_launch_serves_the_expression_model(ros_env, tmp_path):
+    from skimage import data
+
+    from emotion_perception.resources import external_model_dir
+    from ros_peer import Peer
+
+    if not (external_model_dir() / "face_expression.pt").is_file():
+        pytest.skip("face-expression model not installed: run scripts/setup.sh")
+    launched = Launched(["launch", "emotion_perception", "expression.launch.py", "image_topic:=/expr/image",
+                         "backend:=torch"], ros_env, tmp_path / "launch.log")
+    peer = Peer("/expr/image")
+    try:
+        photo = data.astronaut()
+        deadline = time.monotonic() + 180.0
+        stamp = 1_700_700_000 * 10**9
+        while time.monotonic() < deadline and launched.alive() and not peer.emotions:
+            stamp += 1
+            peer.images.publish(peer.image(photo, stamp))
+            peer.spin_until(lambda: bool(peer.emotions), 1.0)
+        assert peer.emotions, launched.log_path.read_text()[-3000:]
+        out = next(iter(peer.emotions.values()))
+        assert out.model == "expression" and [list(p.labels) for p in out.people] == [["Happy"]]
+    finally:
+        peer.close()
+        code = launched.stop()
+    assert code == 0, launched.log_path.read_text()[-3000:]

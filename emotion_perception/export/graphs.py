@@ -10,6 +10,7 @@ BENet maps                 image (B,3,H,W)         heatmap_4, heatmap_2, size_4,
                                                    emotions_4, emotions_2[, vad_4, vad_2]
 BENet with decode          image, letterbox (B,3)  boxes, scores, emotions, vad, valid
 CAHFW-Net                  face, context (B,3,S,S) logits (B,7)
+expression                 face (B,3,112,112)      logits (B,7)
 =========================  ======================  ==============================================
 """
 

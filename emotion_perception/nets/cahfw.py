@@ -15,17 +15,19 @@ Blocks (``w`` = width multiplier, ``C = 256 w`` the feature width):
   ``Y = softmax(Q K^T / sqrt(H*W)) V`` (channel-to-channel attention), reshaped, then
   3x3 conv + BN + ReLU. Pair 1: Q, V from the face, K from the context. Pair 2: Q, V from the
   context, K from pair 1's (recalibrated) face.
-* ER, element recalibration: with Z the (C, N = H*W) map, ``G = softmax(Z^T (W Z))`` applied
-  to Z, i.e. ``G[:, i] = sum_j softmax_j(z_i . W z_j) z_j`` with W a 1x1 Conv1d (C -> C), and
-  the output is ``Z * G`` (element-wise), reshaped to (C, H, W).
+* ER, element recalibration (Eq. 13-14): with Z the (C, N = H*W) map,
+  ``G = softmax(Z (W Z)^T) Z`` where W is a kernel-1 Conv1d (C -> C), so that ``Z (W Z)^T`` is a
+  C x C channel affinity softmax-normalised per row; the output is ``Z * G`` (element-wise),
+  reshaped to (C, H, W).
 * AA, adaptive attention with hybrid feature weighting (paper eqs. 18-21): global average
   pooling of the shallow pair (face, context encoder outputs) and of the deep pair (outputs of
   pairs 1 and 2). Each stream has a Conv1d(128 w) -> ReLU -> Conv1d(1) scoring branch; a
   softmax over the two streams of a pair gives its weights. Shallow features are multiplied by
   the deep pair's weights and deep features by the shallow pair's weights.
-* DF, deep fusion: the weighted shallow pair and the weighted deep pair, each concatenated
-  to 2C, go through their own Linear(2C -> 128 w) + ReLU + Dropout(0.5); the two results are
-  concatenated (256 w) and classified by Conv1d(256 w -> 128 w) + ReLU -> Conv1d(128 w -> K).
+* DF, deep fusion (Eq. 22-25): grouped per stream as written, the weighted shallow and deep
+  face vectors are concatenated (2C) and go through Linear(2C -> 128 w) + ReLU + Dropout(0.5),
+  the context vectors through their own; the two results are concatenated (256 w) and
+  classified by Conv1d(256 w -> 128 w) + ReLU + Dropout(0.5) -> Conv1d(128 w -> K).
 
 Choices where the paper leaves room (kept consistent across variants):
 
@@ -36,8 +38,8 @@ Choices where the paper leaves room (kept consistent across variants):
   the paper's plain softmax differs only by that constant factor, which the following layers
   could absorb, but at 14x14 it would shrink the context features 196-fold before the Q/K/V
   convs of the interaction pairs, which have no BN to restore the scale.
-* Dropout sits only after the two 2C -> 128 linears of DF; the Conv1d classifier head has none.
-  Conv1d layers act on (B, channels, 1) tensors, i.e. they are per-vector linear maps.
+* Dropout sits after the two 2C -> 128 linears of DF and between the two classifier Conv1ds
+  (Eq. 25). Conv1d layers act on (B, channels, 1) tensors, i.e. they are per-vector linear maps.
 * Variant ``SE+AF`` is the CAER-Net-S-style baseline: SE encoders, GAP, each stream weighted by
   its own softmax score (plain adaptive fusion), concatenation (2C) and the head
   Conv1d(2C -> 128 w) + ReLU + Dropout(0.5) -> Conv1d(128 w -> K).
@@ -173,16 +175,22 @@ class CrossAttention(nn.Module):
 
 
 class ElementRecalibration(nn.Module):
-    """Z * G with G = position attention softmax(Z^T W Z) applied to Z (W a 1x1 Conv1d)."""
+    """Eq. 13-14: ``G = softmax(Z (W Z)^T) Z`` and ``R = Z * G`` (element-wise), with Z the
+    (C, N = H*W) map and W a kernel-1 Conv1d (C -> C).
+
+    ``Z (W Z)^T`` is the C x C "Gram-like" channel affinity (entry (c, d) = z_c . (W z)_d, summed
+    over positions), softmax-normalised over d: each channel of G is a convex combination of
+    the channels of Z, so G keeps Z's scale.
+    """
 
     def __init__(self, channels: int) -> None:
         super().__init__()
-        self.bilinear = nn.Conv1d(channels, channels, 1)
+        self.channel_map = nn.Conv1d(channels, channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         z = x.flatten(2)  # (B, C, N)
-        affinity = torch.bmm(z.transpose(1, 2), self.bilinear(z))  # (B, N, N): z_i . W z_j
-        g = torch.bmm(z, torch.softmax(affinity, dim=-1).transpose(1, 2))  # (B, C, N)
+        affinity = torch.bmm(z, self.channel_map(z).transpose(1, 2))  # (B, C, C)
+        g = torch.bmm(torch.softmax(affinity, dim=-1), z)  # (B, C, N)
         return (z * g).view_as(x)
 
 
@@ -217,7 +225,14 @@ def weighted_pair(face: torch.Tensor, context: torch.Tensor, weights: torch.Tens
 
 
 class HybridWeighting(nn.Module):
-    """Adaptive attention with hybrid feature weighting (paper eqs. 18-21)."""
+    """Adaptive attention with hybrid feature weighting (paper eqs. 18-21).
+
+    Reading of Eq. 20-21 (the pairing of weights and features): the weights computed from one
+    level weight the other level's features, stream by stream: the shallow face and context
+    vectors by the deep pair's softmax (beta), the deep ones by the shallow pair's (alpha). The
+    crossing is what makes the weighting "hybrid"; weighting each level by its own scores is the
+    plain adaptive fusion of the SE+AF baseline.
+    """
 
     def __init__(self, channels: int, hidden: int) -> None:
         super().__init__()
@@ -226,27 +241,32 @@ class HybridWeighting(nn.Module):
 
     def forward(
         self, shallow: tuple[torch.Tensor, torch.Tensor], deep: tuple[torch.Tensor, torch.Tensor]
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Pooled (face, context) pairs -> (weighted shallow (B, 2C), weighted deep (B, 2C))."""
+    ) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+        """Pooled (face, context) pairs -> weighted ((shallow face, context), (deep face, context))."""
         alpha = self.shallow_weights(*shallow)
         beta = self.deep_weights(*deep)
-        # The crossing is the point of the module: each level is weighted by the other's view.
-        return weighted_pair(*shallow, beta), weighted_pair(*deep, alpha)
+        (shallow_face, shallow_context), (deep_face, deep_context) = shallow, deep
+        return ((shallow_face * beta[:, 0:1], shallow_context * beta[:, 1:2]),
+                (deep_face * alpha[:, 0:1], deep_context * alpha[:, 1:2]))
 
 
 class DeepFusion(nn.Module):
-    """Two Linear(2C -> hidden) + ReLU + Dropout branches, concatenated, Conv1d head."""
+    """Eq. 22-25: per stream, the shallow and deep vectors concatenated (2C) -> Linear(hidden) +
+    ReLU + Dropout; the two streams concatenated -> Conv1d(hidden) + ReLU + Dropout -> Conv1d(K)."""
 
     def __init__(self, channels: int, hidden: int, num_classes: int, dropout: float) -> None:
         super().__init__()
-        self.shallow = nn.Sequential(nn.Linear(2 * channels, hidden), nn.ReLU(inplace=True), nn.Dropout(dropout))
-        self.deep = nn.Sequential(nn.Linear(2 * channels, hidden), nn.ReLU(inplace=True), nn.Dropout(dropout))
+        self.face = nn.Sequential(nn.Linear(2 * channels, hidden), nn.ReLU(inplace=True), nn.Dropout(dropout))
+        self.context = nn.Sequential(nn.Linear(2 * channels, hidden), nn.ReLU(inplace=True), nn.Dropout(dropout))
         self.head = nn.Sequential(
-            nn.Conv1d(2 * hidden, hidden, 1), nn.ReLU(inplace=True), nn.Conv1d(hidden, num_classes, 1)
+            nn.Conv1d(2 * hidden, hidden, 1), nn.ReLU(inplace=True), nn.Dropout(dropout),
+            nn.Conv1d(hidden, num_classes, 1),
         )
 
-    def forward(self, shallow: torch.Tensor, deep: torch.Tensor) -> torch.Tensor:
-        fused = torch.cat([self.shallow(shallow), self.deep(deep)], dim=1)
+    def forward(self, shallow: tuple[torch.Tensor, torch.Tensor], deep: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        (shallow_face, shallow_context), (deep_face, deep_context) = shallow, deep
+        fused = torch.cat([self.face(torch.cat([shallow_face, deep_face], dim=1)),
+                           self.context(torch.cat([shallow_context, deep_context], dim=1))], dim=1)
         return self.head(fused.unsqueeze(-1)).squeeze(-1)
 
 

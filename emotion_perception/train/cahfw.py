@@ -55,6 +55,9 @@ class CAHFWTrainConfig:
     nesterov: bool = True  # Nesterov momentum
     weight_decay: float = 5e-4  # L2 on all weights
     flooding: float = 0.05  # flood level b of |CE - b| + b; 0 disables flooding
+    # Not in the paper's recipe (it names neither): available for unstable runs, off by default.
+    grad_clip_norm: float = 0.0  # clip the global gradient norm; 0 = no clipping
+    warmup_steps: int = 0  # linear LR warm-up from lr/100 over this many steps, then the cosine
     amp: bool = True  # float16 autocast on CUDA (ignored on CPU)
     workers: int = 4  # DataLoader workers per process
     seed: int = 0  # seeds weights, shuffling, augmentation and the train/val split
@@ -87,6 +90,8 @@ def parse_recipe(values: dict[str, Any], source: str | Path = "<config>") -> CAH
         ("lr", recipe.lr > 0, "must be > 0"),
         ("min_lr", 0 <= recipe.min_lr <= recipe.lr, "must be in [0, lr]"),
         ("flooding", recipe.flooding >= 0, "must be >= 0"),
+        ("grad_clip_norm", recipe.grad_clip_norm >= 0, "must be >= 0"),
+        ("warmup_steps", recipe.warmup_steps >= 0, "must be >= 0"),
         ("val_fraction", 0 <= recipe.val_fraction < 1, "must be in [0, 1)"),
         ("val_every", recipe.val_every >= 1, "must be >= 1"),
         ("workers", recipe.workers >= 0, "must be >= 0"),
@@ -103,6 +108,18 @@ def parse_recipe(values: dict[str, Any], source: str | Path = "<config>") -> CAH
     except ValueError as err:
         raise common.ConfigError(source, "preset/variant", str(err)) from err
     return recipe
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, recipe: CAHFWTrainConfig,
+                    total_steps: int) -> torch.optim.lr_scheduler.LRScheduler:
+    """Cosine from ``lr`` to ``min_lr`` over the steps, after ``warmup_steps`` of linear warm-up."""
+    warmup = min(recipe.warmup_steps, max(total_steps - 1, 0))
+    cosine = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(total_steps - warmup, 1),
+                                                        eta_min=recipe.min_lr)
+    if warmup == 0:
+        return cosine
+    ramp = torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=0.01, end_factor=1.0, total_iters=warmup)
+    return torch.optim.lr_scheduler.SequentialLR(optimizer, [ramp, cosine], milestones=[warmup])
 
 
 def options_from_args(args: argparse.Namespace, recipe: CAHFWTrainConfig) -> RunOptions:
@@ -160,6 +177,9 @@ def train_one_epoch(
         common.check_finite({"cross_entropy": cross_entropy}, global_step)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
+        if recipe.grad_clip_norm > 0:
+            scaler.unscale_(optimizer)  # clip the true gradients, not the loss-scaled ones
+            nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip_norm)
         scaler.step(optimizer)
         scaler.update()
         scheduler.step()
@@ -249,8 +269,9 @@ def run(recipe: CAHFWTrainConfig, options: RunOptions) -> Path:
         total_steps = steps_per_epoch * recipe.epochs
         if recipe.max_steps:
             total_steps = min(total_steps, recipe.max_steps)
-        # Per-step cosine: a smooth decay whatever the epoch count, reaching min_lr at the last step.
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps, eta_min=recipe.min_lr)
+        # Per-step cosine: a smooth decay whatever the epoch count, reaching min_lr at the last step
+        # (after an optional linear warm-up).
+        scheduler = build_scheduler(optimizer, recipe, total_steps)
         scaler = common.grad_scaler_for(ctx.device, recipe.amp)
 
         start_epoch, best_accuracy, history = 0, -math.inf, []
