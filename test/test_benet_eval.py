@@ -42,9 +42,20 @@ def evaluated(synth_root: Path, tmp_path_factory) -> tuple[Path, Path]:
     TB.train_benet(values, argparse.Namespace(out=run_dir, device="cpu", config="test"))
     out = tmp_path_factory.mktemp("eval")
     code = main(["eval", "benet", "--checkpoint", str(run_dir / "best.pt"), "--data", str(synth_root),
-                 "--split", "test", "--out", str(out), "--device", "cpu", "--examples", "2"])
+                 "--split", "test", "--out", str(out), "--device", "cpu", "--examples", "2",
+                 # COCO's wide view (the defaults are the public test's: 15 peaks over 0.1, flip):
+                 # a barely trained tiny model has few peaks over 0.1, and the hand recomputation
+                 # below reads one forward pass.
+                 "--top-k", "100", "--threshold", "0.01", "--no-flip-test"])
     assert code == 0
     return run_dir, out
+
+
+def test_eval_defaults_are_the_public_test_settings() -> None:
+    from emotion_perception.cli import build_parser
+
+    args = build_parser().parse_args(["eval", "benet", "--checkpoint", "x.pt", "--data", "d"])
+    assert (args.top_k, args.threshold, args.flip_test) == (15, 0.1, True)
 
 
 def test_eval_writes_every_file(evaluated: tuple[Path, Path]) -> None:

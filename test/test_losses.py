@@ -65,7 +65,7 @@ def test_build_targets_hand_values() -> None:
     boxes = [torch.tensor([[4.0, 8.0, 12.0, 24.0]]), torch.zeros(0, 4)]
     labels = [torch.tensor([[1.0, 0, 1, 0]]), torch.zeros(0, E)]
     vad = [torch.tensor([[0.5, float("nan"), 0.25]]), torch.zeros(0, 3)]
-    targets = build_targets(batch_of(boxes, labels, vad, ["det", "mask_all"], torch.zeros(2, E)), E)
+    targets = build_targets(batch_of(boxes, labels, vad, ["det", "mask_all"], torch.zeros(2, E)), E, sigma=0)
     # Centre (8, 16): stride 4 -> pixel (row 4, col 2) of an 8x8 map; stride 2 -> (8, 4) of 16x16.
     for stride, row, col, width in ((4, 4, 2, 8), (2, 8, 4, 16)):
         t = targets.by_stride[stride]
@@ -85,8 +85,24 @@ def test_build_targets_hand_values() -> None:
     assert targets.routes["bg"].tolist() == [False, True]
 
 
-def test_routing_table_matches_architecture() -> None:
-    assert HEAD_ROUTING["det"] >= {"det", "bu"} and HEAD_ROUTING["mask_subjects"] >= {"det", "bu"}
+def test_build_targets_fixed_sigma_of_the_public_configs() -> None:
+    # SIGMA: 2 at both resolutions whatever the box size: neighbours exp(-d^2 / 8), cut at radius 7.
+    boxes = [torch.tensor([[4.0, 8.0, 12.0, 24.0]])]
+    targets = build_targets(batch_of(boxes, [torch.zeros(1, E)], [torch.zeros(1, 3)], ["det"], torch.zeros(1, E)), E)
+    for stride, row, col in ((4, 4, 2), (2, 8, 4)):
+        heat = targets.by_stride[stride].heatmap[0, 0]
+        assert heat[row, col] == 1.0
+        assert heat[row, col + 1].item() == pytest.approx(math.exp(-1 / 8), rel=1e-6)
+        assert heat[row + 2, col + 1].item() == pytest.approx(math.exp(-5 / 8), rel=1e-6)
+    heat = targets.by_stride[2].heatmap[0, 0]
+    assert heat[8, 4 + 7].item() == pytest.approx(math.exp(-49 / 8), rel=1e-5) and heat[8, 4 + 8] == 0.0
+
+
+def test_routing_table_is_one_task_per_image_as_the_public_code() -> None:
+    # lib/dataset/build.py: a raw image trains the heatmap/size heads only, a masked-subjects image
+    # the bottom-up maps only (VAD maps are our extension of the bottom-up task).
+    assert HEAD_ROUTING["det"] == {"det"}
+    assert HEAD_ROUTING["mask_subjects"] == {"bu", "vad"}
     assert HEAD_ROUTING["extract_subject"] == {"pc"} and HEAD_ROUTING["mask_all"] == {"bg"}
 
 
@@ -131,13 +147,19 @@ def test_centernet_focal_loss_hand_values() -> None:
     negative = sum((1 - t) ** 4 * q**2 * math.log(1 - q) for q, t in zip(p[1:], [0.5, 0.25, 0.0]))
     expected = -(positive + negative) / 1
     assert centernet_focal_loss(logits, target).item() == pytest.approx(expected, rel=1e-5)
-    # A second image with no people but not routed does not change the loss; routed it adds its
-    # negatives while the normaliser (people) stays 1.
+    # Per image, as the public code: each image's sum over its own positives (at least 1), then
+    # the mean over images. A second image with no people adds its negatives over 1, halved.
     logits2 = torch.cat([logits, torch.full_like(logits, 0.5)])
     target2 = torch.cat([target, torch.zeros_like(target)])
-    assert centernet_focal_loss(logits2, target2, torch.tensor([True, False])).item() == pytest.approx(expected, rel=1e-5)
     extra = -4 * sigmoid(0.5) ** 2 * math.log(1 - sigmoid(0.5))
-    assert centernet_focal_loss(logits2, target2).item() == pytest.approx(expected + extra, rel=1e-5)
+    assert centernet_focal_loss(logits2, target2).item() == pytest.approx((expected + extra) / 2, rel=1e-5)
+    # Two people in one image: that image's sum is divided by 2.
+    two = torch.tensor([[[[1.0, 1.0], [0.0, -2.0]]]])
+    ones = torch.tensor([[[[1.0, 1.0], [0.25, 0.0]]]])
+    q = [sigmoid(1.0), sigmoid(0.0), sigmoid(-2.0)]
+    pair = -(2 * (1 - q[0]) ** 2 * math.log(q[0]) + sum((1 - t) ** 4 * r**2 * math.log(1 - r)
+                                                       for r, t in zip(q[1:], [0.25, 0.0]))) / 2
+    assert centernet_focal_loss(two, ones).item() == pytest.approx(pair, rel=1e-5)
 
 
 # ---------------------------------------------------------------- the multitask loss
@@ -160,21 +182,22 @@ def test_multitask_loss_hand_values() -> None:
     boxes = [torch.tensor([[4.0, 8.0, 12.0, 24.0]])]
     labels = [torch.tensor([[1.0, 0, 0, 0]])]
     vad = [torch.tensor([[0.5, float("nan"), 0.25]])]
-    batch = batch_of(boxes, labels, vad, ["det"], torch.zeros(1, E))
-    outputs = _outputs_from({"heatmap": -2.0, "size": 1.0, "emotions": 0.0, "vad": 0.0, "pc": 0.0, "bg": 0.0}, 1, 32)
+    # Image 0 trains detection, image 1 (same person) the bottom-up maps.
+    batch = batch_of(boxes * 2, labels * 2, vad * 2, ["det", "mask_subjects"], torch.zeros(2, E))
+    outputs = _outputs_from({"heatmap": -2.0, "size": 1.0, "emotions": 0.0, "vad": 0.0, "pc": 0.0, "bg": 0.0}, 2, 32)
     config = BENetLossConfig(heads=frozenset({"det", "bu", "vad", "pc", "bg"}))
     losses = benet_losses(outputs, build_targets(batch, E), config)
-    # Size: |1 - 8/s| and |1 - 16/s|, mean over the two dimensions.
-    assert losses["size_4"].item() == pytest.approx((abs(1 - 2) + abs(1 - 4)) / 2)
-    assert losses["size_2"].item() == pytest.approx((abs(1 - 4) + abs(1 - 8)) / 2)
+    # Eq. 2: |1 - 8/s| + |1 - 16/s| summed over width and height, averaged over the image's people.
+    assert losses["size_4"].item() == pytest.approx(abs(1 - 2) + abs(1 - 4))
+    assert losses["size_2"].item() == pytest.approx(abs(1 - 4) + abs(1 - 8))
     # Emotions at p = 0.5: each category costs 0.25 * log 2; summed over categories, one person.
     assert losses["emotions_4"].item() == pytest.approx(E * 0.25 * math.log(2), rel=1e-6)
     # VAD: sigmoid(0) = 0.5 against 0.5 and 0.25 (the NaN is ignored).
     assert losses["vad_2"].item() == pytest.approx((0.0 + 0.25) / 2)
-    # The only image is "det": image-level heads get a zero term.
+    # No image is routed to the image-level heads: their terms are reported as 0, outside the total.
     assert losses["person_centric"].item() == 0.0 and losses["background"].item() == 0.0
     # Heatmap, recomputed from the target heatmap by hand with the same constant logit.
-    target = build_targets(batch, E).by_stride[4].heatmap.numpy().ravel()
+    target = build_targets(batch, E).by_stride[4].heatmap[0].numpy().ravel()
     q = sigmoid(-2.0)
     expected = -sum((1 - q) ** 2 * math.log(q) if t == 1 else (1 - t) ** 4 * q**2 * math.log(1 - q) for t in target)
     assert losses["heatmap_4"].item() == pytest.approx(expected, rel=1e-5)
@@ -201,8 +224,10 @@ def test_routing_zeroes_gradients_of_heads_not_drawn() -> None:
         return [bool(grad[i].abs().sum() > 0) for i in range(4)]
 
     for stride in (4, 2):
-        for key in ("heatmap", "size", "emotions", "vad"):
-            assert touched(f"{key}_{stride}") == [True, True, False, False], key
+        for key in ("heatmap", "size"):
+            assert touched(f"{key}_{stride}") == [True, False, False, False], key
+        for key in ("emotions", "vad"):
+            assert touched(f"{key}_{stride}") == [False, True, False, False], key
     assert touched("person_centric") == [False, False, True, False]
     assert touched("background") == [False, False, False, True]
 
@@ -216,7 +241,8 @@ def test_routing_on_the_network() -> None:
     config = BENetLossConfig(heads=frozenset({"det", "bu", "pc", "bg", "vad"}))
     for mode, trained, untouched in (
         ("mask_all", "background_head", ("person_centric_head", "heatmap_head", "size_head", "emotion_head", "vad_head")),
-        ("det", "heatmap_head", ("person_centric_head", "background_head")),
+        ("det", "heatmap_head", ("person_centric_head", "background_head", "emotion_head", "vad_head")),
+        ("mask_subjects", "emotion_head", ("heatmap_head", "size_head", "person_centric_head", "background_head")),
     ):
         model.zero_grad(set_to_none=True)
         batch = {**full, "image": torch.randn(2, 3, 64, 64), "boxes": full["boxes"][:2], "labels": full["labels"][:2],
@@ -225,6 +251,40 @@ def test_routing_on_the_network() -> None:
         assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in getattr(model, trained).parameters())
         for name in untouched:
             assert all(p.grad is None or p.grad.abs().sum() == 0 for p in getattr(model, name).parameters()), name
+
+
+def test_each_head_runs_only_on_its_routed_images() -> None:
+    # Public lib/models/BENet.py indexes the batch before each head: a head's BatchNorm sees only
+    # the images routed to it. Routed outputs hold those rows, and the loss equals the loss of a
+    # full forward evaluated on the same rows when the heads are in eval mode (same statistics).
+    torch.manual_seed(1)
+    model = create_model("benet", "tiny", num_emotions=E, vad_head=True)
+    batch = {**_routing_batch(), "image": torch.randn(4, 3, 64, 64)}
+    targets = build_targets(batch, E)
+    config = BENetLossConfig(heads=frozenset({"det", "bu", "pc", "bg", "vad"}))
+    model.eval()
+    with torch.no_grad():
+        routed = model(batch["image"], heads="all", routes=targets.routes)
+        full = model(batch["image"], heads="all")
+    assert routed["heatmap_4"].shape[0] == 1 and routed["emotions_2"].shape[0] == 1
+    assert routed["person_centric"].shape[0] == 1 and routed["background"].shape[0] == 1
+    torch.testing.assert_close(routed["heatmap_4"], full["heatmap_4"][:1])
+    torch.testing.assert_close(routed["emotions_4"], full["emotions_4"][1:2])
+    routed_losses = benet_losses(routed, targets, config)
+    full_losses = benet_losses(full, targets, config)
+    for key, value in full_losses.items():
+        assert routed_losses[key].item() == pytest.approx(value.item(), rel=1e-5), key
+    # In training mode the heads' BatchNorm statistics come from their routed rows only: the
+    # heatmap head's output for the det image differs from a full-batch forward.
+    model.train()
+    with torch.no_grad():
+        routed_train = model(batch["image"], heads="all", routes=targets.routes)
+        full_train = model(batch["image"], heads="all")
+    assert not torch.allclose(routed_train["heatmap_4"], full_train["heatmap_4"][:1])
+    # A head with no routed image is not run.
+    only_det = {k: v & torch.tensor([True, False, False, False]) for k, v in targets.routes.items()}
+    outputs = model(batch["image"], heads="all", routes=only_det)
+    assert set(outputs) == {"heatmap_4", "heatmap_2", "size_4", "size_2"}
 
 
 def test_head_ablations_select_terms() -> None:

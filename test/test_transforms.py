@@ -32,8 +32,9 @@ from emotion_perception.data.transforms import (
     allowed_modes,
     apply_pre_transform,
     choose_mode,
-    isolated_subjects,
+    extractable_subjects,
     mode_probabilities,
+    random_masked_subjects,
     transform_preset,
 )
 
@@ -82,19 +83,22 @@ def test_union_coverage_hand_computed_and_raster():
 # --------------------------------------------------------------------------- pre-transformations
 
 
-def test_forty_percent_rule():
-    over = np.array([[0, 0, 50, 50], [30, 30, 80, 80]], np.float32)  # (2500 + 2500 - 400) / 10000 = 46%
+def test_forty_percent_rule_sums_box_areas():
+    # Public rule: the summed box area (not the union) at most 40% of the image.
+    over = np.array([[0, 0, 50, 50], [30, 30, 80, 80]], np.float32)  # 2500 + 2500 = 50% (union 46%)
     at_limit = np.array([[0, 0, 40, 50], [60, 0, 100, 50]], np.float32)  # exactly 40%
+    overlapping = np.array([[0, 0, 50, 40], [10, 0, 60, 40]], np.float32)  # union 24%, sum 40%
     assert not allowed_modes(over, 100, 100, MODES_ONLY)[MODES.index("mask_all")]
     assert allowed_modes(at_limit, 100, 100, MODES_ONLY)[MODES.index("mask_all")]
+    assert allowed_modes(overlapping, 100, 100, MODES_ONLY)[MODES.index("mask_all")]
     rng = np.random.default_rng(1)
     seen = {choose_mode(over, 100, 100, MODES_ONLY, rng) for _ in range(300)}
     assert "mask_all" not in seen and {"det", "mask_subjects", "extract_subject"} <= seen
 
 
-def test_masks_cover_exactly_the_boxes():
+def test_masks_cover_exactly_the_boxes_in_black():
     rng = np.random.default_rng(2)
-    image = random_image(rng, 50, 60)
+    image = random_image(rng, 50, 60) | 1  # no black pixel before masking
     boxes = np.array([[3.2, 4.7, 20.0, 30.5], [40.5, 10.0, 55.1, 12.2]], np.float32)
     labels = np.zeros((2, 26), np.float32)
     labels[0, 3] = labels[1, 7] = labels[1, 3] = 1
@@ -104,35 +108,46 @@ def test_masks_cover_exactly_the_boxes():
     expected[10:13, 40:56] = True
     changed = (out.image != image).any(axis=2)
     np.testing.assert_array_equal(changed, expected)
-    assert (out.image[expected] == IMAGENET_MEAN_RGB).all()
+    assert (out.image[expected] == 0).all()  # the public fill: black
     assert out.boxes.shape == (0, 4)
     np.testing.assert_array_equal(out.image_label, labels.max(axis=0))
 
 
-def test_mask_subjects_keeps_at_least_one():
+def test_random_mask_subjects_follows_the_public_rule():
+    # Far-apart people on a diagonal (no shared x or y range): each one but the first of a
+    # random order is masked with probability 0.5.
+    boxes = np.array([[0, 0, 10, 10], [20, 20, 30, 30], [40, 40, 50, 50], [60, 60, 70, 70]], np.float32)
     rng = np.random.default_rng(3)
-    image = random_image(rng, 40, 100)
-    boxes = np.array([[0, 0, 10, 10], [20, 0, 30, 10], [40, 0, 50, 10], [60, 0, 70, 10]], np.float32)
-    labels = np.eye(4, 26, dtype=np.float32)
-    counts = set()
-    for _ in range(60):
-        out = apply_pre_transform("mask_subjects", image, boxes, labels, np.zeros((4, 3), np.float32), rng, 26)
-        kept = {tuple(b) for b in out.boxes.tolist()}
-        counts.add(len(kept))
-        for box in boxes:
-            x1, y1, x2, y2 = box.astype(int)
-            masked = (out.image[y1:y2, x1:x2] == IMAGENET_MEAN_RGB).all()
-            assert masked != (tuple(box.tolist()) in kept)
-        # kept labels follow their boxes
-        for b, l in zip(out.boxes, out.labels):
-            assert l.argmax() == int(b[0] // 20)
-    assert counts == {1, 2, 3}
+    draws = np.array([random_masked_subjects(boxes, rng) for _ in range(4000)])
+    assert not draws.all(axis=1).any()  # somebody is always kept
+    masked_count = draws.sum(axis=1)
+    # Binomial(3, 0.5) over the three people after the first.
+    frequencies = np.bincount(masked_count, minlength=4) / len(draws)
+    np.testing.assert_allclose(frequencies, [1 / 8, 3 / 8, 3 / 8, 1 / 8], atol=0.03)
+    # Side by side (same y range): a mask would cross a kept person's centre row -> never masked.
+    row = np.array([[0, 0, 10, 10], [20, 0, 30, 10]], np.float32)
+    assert not np.array([random_masked_subjects(row, rng) for _ in range(200)]).any()
+    # One person: RandomMaskSubject still applies (trains the bottom-up maps), masking nobody.
+    assert not random_masked_subjects(boxes[:1], rng).any()
+    assert allowed_modes(boxes[:1], 100, 100, MODES_ONLY)[MODES.index("mask_subjects")]
 
 
-def test_extract_subject_crops_an_isolated_person():
-    # box 0 contains the centre of box 1; box 2 is alone; box 1 contains no centre
-    boxes = np.array([[0, 0, 60, 60], [40, 40, 70, 70], [100, 0, 120, 30]], np.float32)
-    assert isolated_subjects(boxes).tolist() == [1, 2]
+def test_random_mask_subjects_keeps_60_percent_of_kept_boxes_visible():
+    # A mask may not cross a kept centre's lines, so one mask covers at most a quarter of a kept
+    # box; two quadrant masks (boxes 1 and 2 each cover 19x19 = 22.6% of box 0) would leave it
+    # 55% visible < 60%: never both while box 0 is kept, though each alone happens.
+    boxes = np.array([[0, 0, 40, 40], [21, 21, 61, 61], [21, -30, 61, 19]], np.float32)
+    rng = np.random.default_rng(6)
+    draws = np.array([random_masked_subjects(boxes, rng) for _ in range(2000)])
+    kept_0 = ~draws[:, 0]
+    assert not (draws[kept_0, 1] & draws[kept_0, 2]).any()
+    assert (draws[kept_0, 1] & ~draws[kept_0, 2]).any() and (draws[kept_0, 2] & ~draws[kept_0, 1]).any()
+
+
+def test_extract_subject_takes_a_person_overlapped_by_at_most_forty_percent():
+    # box 1 lies 25% inside box 0 (900 / 3600 of box 0, 900 / 900 of box 1); box 2 alone
+    boxes = np.array([[0, 0, 60, 60], [30, 30, 60, 60], [100, 0, 120, 30]], np.float32)
+    assert extractable_subjects(boxes).tolist() == [0, 2]
     rng = np.random.default_rng(4)
     image = random_image(rng, 100, 130)
     labels = np.eye(3, 26, dtype=np.float32)
@@ -144,17 +159,17 @@ def test_extract_subject_crops_an_isolated_person():
         x1, y1, x2, y2 = boxes[chosen].astype(int)
         np.testing.assert_array_equal(out.image, image[y1:y2, x1:x2])
         np.testing.assert_array_equal(out.boxes, [[0, 0, x2 - x1, y2 - y1]])
-    assert seen == {1, 2}
+    assert seen == {0, 2}
 
 
-def test_probabilities_are_redistributed():
+def test_a_disabled_mode_is_split_equally_over_the_others():
     config = MODES_ONLY
     rng = np.random.default_rng(5)
     cases = [
         # (boxes, width, height, expected probabilities of det, mask_subjects, extract_subject, mask_all)
         (np.array([[0, 0, 10, 10], [50, 50, 60, 60]]), 100, 100, [0.25, 0.25, 0.25, 0.25]),
-        (np.array([[0, 0, 10, 10]]), 100, 100, [1 / 3, 0, 1 / 3, 1 / 3]),  # one person: no mask_subjects
-        (np.array([[0, 0, 100, 100], [40, 40, 60, 60]]), 100, 100, [0.5, 0.5, 0, 0]),  # big, centre inside
+        # summed area over 40%: no mask_all; the big box is overlapped by 4% only: extractable
+        (np.array([[0, 0, 100, 100], [40, 40, 60, 60]]), 100, 100, [1 / 3, 1 / 3, 1 / 3, 0]),
         (np.zeros((0, 4)), 100, 100, [1, 0, 0, 0]),
     ]
     for boxes, w, h, expected in cases:
@@ -165,8 +180,9 @@ def test_probabilities_are_redistributed():
         sigma = np.sqrt(np.array(expected) * (1 - np.array(expected)) / n)
         assert np.all(np.abs(freq - expected) <= 4 * sigma + 1e-9), (freq, expected)
     custom = replace(config, mode_probs=(0.1, 0.2, 0.3, 0.4))
-    np.testing.assert_allclose(mode_probabilities(np.array([[0, 0, 10, 10]]), 100, 100, custom),
-                               np.array([0.1, 0, 0.3, 0.4]) / 0.8)
+    # mask_all disabled (summed area 100%): its 0.4 goes equally to the three others
+    np.testing.assert_allclose(mode_probabilities(np.array([[0, 0, 100, 100]]), 100, 100, custom),
+                               [0.1 + 0.4 / 3, 0.2 + 0.4 / 3, 0.3 + 0.4 / 3, 0])
     only_mask_all = replace(config, mode_probs=(0, 0, 0, 1))
     np.testing.assert_allclose(mode_probabilities(np.array([[0, 0, 100, 100]]), 100, 100, only_mask_all), [1, 0, 0, 0])
 

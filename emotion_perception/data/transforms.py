@@ -43,7 +43,6 @@ from emotion_perception.data.geometry import (
     clip_boxes,
     letterbox,
     transform_boxes,
-    union_coverage,
 )
 
 MODES: tuple[str, ...] = ("det", "mask_subjects", "extract_subject", "mask_all")
@@ -76,7 +75,12 @@ class BENetTransformConfig:
     num_categories: int = NUM_EMOTIC
     # Probabilities of det, mask_subjects, extract_subject, mask_all (normalised on use).
     mode_probs: tuple[float, float, float, float] = (0.25, 0.25, 0.25, 0.25)
-    mask_all_max_coverage: float = 0.4  # mask_all only when boxes cover at most this fraction
+    # Pre-transformation rules of the public code (lib/dataset/transforms/transforms.py):
+    mask_all_max_coverage: float = 0.4  # mask_all only when the boxes' summed area is at most this share of the image
+    extract_max_overlap: float = 0.4  # extract_subject: others may overlap the subject's box by at most this share (summed)
+    mask_subject_prob: float = 0.5  # mask_subjects: each person but one is masked with this probability ...
+    mask_min_visible: float = 0.6  # ... unless a kept person's box would keep less than this share visible
+    mask_fill: tuple[int, int, int] = (0, 0, 0)  # masked pixels: black, as the public code
     # geometry (one homography on the letterboxed canvas)
     flip_prob: float = 0.5
     warp_prob: float = 0.8  # probability of the rotation/scale/translation/perspective warp
@@ -127,39 +131,60 @@ def transform_preset(name: str, **overrides) -> BENetTransformConfig:
 # --------------------------------------------------------------------------- pre-transformations
 
 
-def isolated_subjects(boxes: np.ndarray) -> np.ndarray:
-    """Indices of people whose box contains no other person's box centre (ExtractSubject candidates)."""
+def _areas(boxes: np.ndarray) -> np.ndarray:
+    return np.clip(boxes[:, 2] - boxes[:, 0], 0, None) * np.clip(boxes[:, 3] - boxes[:, 1], 0, None)
+
+
+def _intersections(boxes: np.ndarray) -> np.ndarray:
+    """(N, N) intersection areas of every pair of boxes."""
+    x1 = np.maximum(boxes[:, None, 0], boxes[None, :, 0])
+    y1 = np.maximum(boxes[:, None, 1], boxes[None, :, 1])
+    x2 = np.minimum(boxes[:, None, 2], boxes[None, :, 2])
+    y2 = np.minimum(boxes[:, None, 3], boxes[None, :, 3])
+    return np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+
+
+def extractable_subjects(boxes: np.ndarray, max_overlap: float = 0.4) -> np.ndarray:
+    """Indices of people whose box the others overlap by at most ``max_overlap`` of its area in
+    total (sum over the others of intersection / own area), the public ExtractSubject rule."""
     boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-    centres = box_centres(boxes)
-    inside = (
-        (centres[None, :, 0] >= boxes[:, None, 0]) & (centres[None, :, 0] <= boxes[:, None, 2])
-        & (centres[None, :, 1] >= boxes[:, None, 1]) & (centres[None, :, 1] <= boxes[:, None, 3])
-    )  # inside[i, j]: centre of j inside box i
-    np.fill_diagonal(inside, False)
+    areas = _areas(boxes)
+    inter = _intersections(boxes)
+    np.fill_diagonal(inter, 0.0)
+    share = inter.sum(axis=1) / np.maximum(areas, 1e-9)
     big_enough = ((boxes[:, 2] - boxes[:, 0]) >= 2) & ((boxes[:, 3] - boxes[:, 1]) >= 2)
-    return np.flatnonzero(~inside.any(axis=1) & big_enough)
+    return np.flatnonzero((share <= max_overlap) & big_enough)
 
 
 def allowed_modes(boxes: np.ndarray, width: int, height: int, config: BENetTransformConfig) -> np.ndarray:
-    """(4,) bool over ``MODES``: which pre-transformations this image admits."""
+    """(4,) bool over ``MODES``: which pre-transformations this image admits (public rules:
+    mask_subjects with any person, masking nobody when alone; extract_subject when a subject is
+    overlapped by at most ``extract_max_overlap``; mask_all when the boxes' summed area is at most
+    ``mask_all_max_coverage`` of the image)."""
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
     n = len(boxes)
+    summed = float(_areas(boxes).sum()) / max(width * height, 1)
     return np.array([
         True,
-        n >= 2,
-        n >= 1 and len(isolated_subjects(boxes)) > 0,
-        n >= 1 and union_coverage(boxes, width, height) <= config.mask_all_max_coverage,
+        n >= 1,
+        n >= 1 and len(extractable_subjects(boxes, config.extract_max_overlap)) > 0,
+        n >= 1 and summed <= config.mask_all_max_coverage,
     ])
 
 
 def mode_probabilities(boxes: np.ndarray, width: int, height: int, config: BENetTransformConfig) -> np.ndarray:
-    """(4,) probabilities of ``MODES`` for this image, disallowed modes' mass redistributed."""
+    """(4,) probabilities of ``MODES`` for this image: a disallowed mode's probability is split
+    equally over the allowed ones that have a probability (as the public code)."""
     probs = np.asarray(config.mode_probs, dtype=np.float64)
     if probs.shape != (4,) or np.any(probs < 0):
         raise ValueError(f"mode_probs must be 4 non-negative numbers, got {config.mode_probs}")
-    probs = probs * allowed_modes(boxes, width, height, config)
-    if probs.sum() <= 0:
+    allowed = allowed_modes(boxes, width, height, config)
+    receivers = allowed & (probs > 0)
+    if not receivers.any():
         return np.array([1.0, 0.0, 0.0, 0.0])
-    return probs / probs.sum()
+    freed = probs[~allowed].sum()
+    out = np.where(receivers, probs + freed / receivers.sum(), 0.0)
+    return out / out.sum()
 
 
 def choose_mode(boxes: np.ndarray, width: int, height: int, config: BENetTransformConfig,
@@ -167,7 +192,47 @@ def choose_mode(boxes: np.ndarray, width: int, height: int, config: BENetTransfo
     return MODES[int(rng.choice(len(MODES), p=mode_probabilities(boxes, width, height, config)))]
 
 
-def mask_boxes(image: np.ndarray, boxes: np.ndarray, fill: tuple[int, int, int] = IMAGENET_MEAN_RGB) -> np.ndarray:
+def random_masked_subjects(boxes: np.ndarray, rng: np.random.Generator, mask_prob: float = 0.5,
+                           min_visible: float = 0.6) -> np.ndarray:
+    """(N,) bool: who RandomMaskSubject masks, by the public rule.
+
+    In a random order the first person is kept; each other one is masked with probability
+    ``mask_prob`` unless the mask would hide a kept person's centre line (its box's x-range
+    holds a kept centre's x, or its y-range a kept centre's y, or a kept box's ranges hold its
+    centre) or leave a kept box less than ``min_visible`` of its area uncovered by masks. People
+    not masked stay targets.
+    """
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    n = len(boxes)
+    masked = np.zeros(n, dtype=bool)
+    if n <= 1:
+        return masked
+    centres = box_centres(boxes)
+    areas = _areas(boxes)
+    inter = _intersections(boxes)
+    order = rng.permutation(n)
+    kept = [int(order[0])]
+    for person in (int(p) for p in order[1:]):
+        if rng.random() >= mask_prob:
+            kept.append(person)
+            continue
+        box, centre = boxes[person], centres[person]
+        crosses = any(
+            box[0] <= centres[k, 0] <= box[2] or box[1] <= centres[k, 1] <= box[3]
+            or boxes[k, 0] <= centre[0] <= boxes[k, 2] or boxes[k, 1] <= centre[1] <= boxes[k, 3]
+            for k in kept)
+        # Covered share of each kept box by all masks so far plus this one (summed, as the public code).
+        trial = masked.copy()
+        trial[person] = True
+        covered = inter[kept][:, trial].sum(axis=1) / np.maximum(areas[kept], 1e-9)
+        if crosses or (1.0 - covered < min_visible).any():
+            kept.append(person)
+        else:
+            masked[person] = True
+    return masked
+
+
+def mask_boxes(image: np.ndarray, boxes: np.ndarray, fill: tuple[int, int, int] = (0, 0, 0)) -> np.ndarray:
     """Copy of ``image`` with every pixel touched by one of ``boxes`` set to ``fill``."""
     out = image.copy()
     height, width = image.shape[:2]
@@ -187,20 +252,19 @@ class _Targets:
 
 
 def apply_pre_transform(mode: str, image: np.ndarray, boxes: np.ndarray, labels: np.ndarray, vad: np.ndarray,
-                        rng: np.random.Generator, num_categories: int) -> _Targets:
+                        rng: np.random.Generator, num_categories: int,
+                        config: BENetTransformConfig | None = None) -> _Targets:
     """Apply one of ``MODES`` (assumed allowed) and return the image with the targets it keeps."""
+    config = config or BENetTransformConfig()
     zeros = np.zeros(num_categories, dtype=np.float32)
     if mode == "det":
         return _Targets(image, boxes, labels, vad, zeros)
     if mode == "mask_subjects":
-        n = len(boxes)
-        n_masked = int(rng.integers(1, n))  # 1..n-1: at least one person stays a target
-        masked = np.zeros(n, dtype=bool)
-        masked[rng.choice(n, size=n_masked, replace=False)] = True
+        masked = random_masked_subjects(boxes, rng, config.mask_subject_prob, config.mask_min_visible)
         keep = ~masked
-        return _Targets(mask_boxes(image, boxes[masked]), boxes[keep], labels[keep], vad[keep], zeros)
+        return _Targets(mask_boxes(image, boxes[masked], config.mask_fill), boxes[keep], labels[keep], vad[keep], zeros)
     if mode == "extract_subject":
-        chosen = int(rng.choice(isolated_subjects(boxes)))
+        chosen = int(rng.choice(extractable_subjects(boxes, config.extract_max_overlap)))
         height, width = image.shape[:2]
         x1, y1, x2, y2 = box_pixel_bounds(boxes[chosen], width, height)
         crop = image[y1:y2, x1:x2].copy()
@@ -208,7 +272,7 @@ def apply_pre_transform(mode: str, image: np.ndarray, boxes: np.ndarray, labels:
         return _Targets(crop, clip_boxes(box, x2 - x1, y2 - y1), labels[chosen : chosen + 1],
                         vad[chosen : chosen + 1], labels[chosen].astype(np.float32).copy())
     if mode == "mask_all":
-        return _Targets(mask_boxes(image, boxes), boxes[:0], labels[:0], vad[:0],
+        return _Targets(mask_boxes(image, boxes, config.mask_fill), boxes[:0], labels[:0], vad[:0],
                         labels.max(axis=0).astype(np.float32))
     raise ValueError(f"unknown mode {mode!r}; expected one of {MODES}")
 
@@ -297,7 +361,7 @@ class BENetTransform:
         height, width = image.shape[:2]
         boxes = clip_boxes(boxes, width, height)
         mode = choose_mode(boxes, width, height, config, rng)
-        targets = apply_pre_transform(mode, image, boxes, labels, vad, rng, config.num_categories)
+        targets = apply_pre_transform(mode, image, boxes, labels, vad, rng, config.num_categories, config)
 
         canvas, params = letterbox(targets.image, config.size, config.stride)
         size = params.output_width

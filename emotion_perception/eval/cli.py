@@ -25,9 +25,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     benet = models.add_parser("benet", help="BENet on EMOTIC: GT-centre mAP (BU, PC, fusion), COCO AP, joint protocol",
                               description="Evaluate a BENet checkpoint with the BENet paper's protocols.")
     _common_options(benet, "EMOTIC", "runs/eval_benet")
-    benet.add_argument("--top-k", type=int, default=100, help="detections kept per image (default: 100, COCO's)")
-    benet.add_argument("--threshold", type=float, default=0.01, help="minimum centre score of a detection")
-    benet.add_argument("--flip-test", action="store_true", help="average with the horizontally flipped image")
+    # Defaults: the public BENet test settings (experiments/emotic/*.yaml: FLIP_TEST True,
+    # DETECTION_THRESHOLD 0.1, MAX_NUM_PEOPLE 15). COCO-style wider settings: --top-k 100 --threshold 0.01.
+    benet.add_argument("--top-k", type=int, default=15, help="detections kept per image (default: 15, the public code's)")
+    benet.add_argument("--threshold", type=float, default=0.1,
+                       help="minimum centre score of a detection (default: 0.1, the public code's)")
+    benet.add_argument("--flip-test", action=argparse.BooleanOptionalAction, default=True,
+                       help="average with the horizontally flipped image (default: on, as the public test)")
     benet.add_argument("--examples", type=int, default=4, help="example figures to draw (default: 4)")
     benet.add_argument("--max-images", type=int, default=0, help="evaluate only the first N images (0: all)")
     cahfw = models.add_parser("cahfw", help="CAHFW-Net on CAER-S: accuracy, per-class accuracy, confusion matrix",

@@ -10,6 +10,7 @@ Output contract: docs/ARCHITECTURE.md, section "BENet outputs".
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
@@ -208,8 +209,17 @@ class BENet(nn.Module):
             final.reset_parameters()
             nn.init.constant_(final.bias, self.config.heatmap_prior_bias)
 
-    def forward(self, x: torch.Tensor, heads: str = "inference") -> dict[str, torch.Tensor]:
-        """``heads="inference"``: dense heads only; ``"all"``: also the image-level heads."""
+    def forward(self, x: torch.Tensor, heads: str = "inference",
+                routes: Mapping[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+        """``heads="inference"``: dense heads only; ``"all"``: also the image-level heads.
+
+        ``routes`` (training; head name -> (B,) bool, ``train/targets.py`` HEAD_ROUTING): each
+        head runs only on the images routed to it, as in the public code, so its BatchNorm
+        statistics come from the images it trains on (the backbone still sees the whole batch).
+        Its outputs then hold those rows only, in batch order; a head with no image routed to
+        it is not run and has no outputs. Keys: "det" (heatmap and size heads), "bu", "vad",
+        "pc", "bg".
+        """
         if heads not in HEAD_MODES:
             raise ValueError(f"BENet.forward: heads must be one of {HEAD_MODES}, got {heads!r}")
         if not (torch.jit.is_tracing() or torch.compiler.is_compiling()):
@@ -219,17 +229,31 @@ class BENet(nn.Module):
                 raise ValueError(f"BENet input height and width must be multiples of {INPUT_MULTIPLE}, got {tuple(x.shape[2:])}")
         image_level = heads == "all" and (self.person_centric_head is not None or self.background_head is not None)
         features = self.backbone(x, all_branches=image_level)
+
+        def routed(route: str) -> tuple[list[torch.Tensor], bool]:
+            """The features of the images routed to ``route`` and whether there are any."""
+            if routes is None:
+                return features, True
+            rows = routes[route].to(features[0].device)
+            return [f[rows] for f in features], bool(rows.any())
+
         outputs: dict[str, torch.Tensor] = {}
-        outputs["heatmap_4"], outputs["heatmap_2"] = self.heatmap_head(features[0])
-        outputs["size_4"], outputs["size_2"] = self.size_head(features[0])
-        outputs["emotions_4"], outputs["emotions_2"] = self.emotion_head(features[0])
-        if self.vad_head is not None:
-            outputs["vad_4"], outputs["vad_2"] = self.vad_head(features[0])
+        dense = [("det", "heatmap", self.heatmap_head), ("det", "size", self.size_head),
+                 ("bu", "emotions", self.emotion_head), ("vad", "vad", self.vad_head)]
+        for route, name, head in dense:
+            if head is None:
+                continue
+            selected, any_rows = routed(route)
+            if any_rows:
+                outputs[f"{name}_4"], outputs[f"{name}_2"] = head(selected[0])
         if heads == "all":
-            if self.person_centric_head is not None:
-                outputs["person_centric"] = self.person_centric_head(features)
-            if self.background_head is not None:
-                outputs["background"] = self.background_head(features)
+            for route, name, head in (("pc", "person_centric", self.person_centric_head),
+                                      ("bg", "background", self.background_head)):
+                if head is None:
+                    continue
+                selected, any_rows = routed(route)
+                if any_rows:
+                    outputs[name] = head(selected)
         return outputs
 
     def example_inputs(self, batch: int = 1, input_size: tuple[int, int] | None = None) -> tuple[torch.Tensor]:

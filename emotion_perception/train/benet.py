@@ -66,6 +66,7 @@ class BENetTrainConfig:
     max_val_images: int = 0  # use the first N validation images; 0 = all
     log_every: int = 20  # TensorBoard step scalars every N steps
     output_dir: str = "runs/benet"  # run folder when the command line gives none
+    init: str = ""  # pretrained HRNet-W32 checkpoint for the backbone (train/init_weights.py); "" = none; --init
 
 
 @dataclass(frozen=True)
@@ -200,11 +201,20 @@ def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
     return {**batch, "image": batch["image"].to(device, non_blocking=True)}
 
 
-def _losses(outputs: dict[str, torch.Tensor], batch: dict[str, Any], config, step: int) -> dict[str, torch.Tensor]:
-    from emotion_perception.train.losses import benet_batch_losses
+def _routed_losses(model: nn.Module, batch: dict[str, Any], heads: str, config, ctx: common.DistributedContext,
+                   amp: bool, step: int) -> dict[str, torch.Tensor]:
+    """Targets first, then the forward pass with each head on its routed images (as the public
+    code: a head's BatchNorm sees only the images it trains on), then the loss terms."""
+    from emotion_perception.train.losses import benet_losses
+    from emotion_perception.train.targets import build_targets
 
+    num_emotions = int(torch.as_tensor(batch["image_label"]).shape[1])
+    targets = build_targets(batch, num_emotions, config.strides, sigma=config.gaussian_sigma).to(ctx.device)
+    with common.autocast_for(ctx.device, amp):
+        outputs = model(batch["image"], heads=heads, routes=targets.routes)
+    # The losses cast to float32 themselves; computing them outside autocast keeps them exact.
     try:
-        return benet_batch_losses(outputs, batch, config)
+        return benet_losses(outputs, targets, config)
     except FloatingPointError as err:
         raise common.NonFiniteLossError(f"step {step}: {err}; stopping training") from err
 
@@ -236,10 +246,7 @@ def train_one_epoch(
             complete = False
             break
         batch = _to_device(batch, ctx.device)
-        with common.autocast_for(ctx.device, recipe.amp):
-            outputs = model(batch["image"], heads=heads)
-        # The losses cast to float32 themselves; computing them outside autocast keeps them exact.
-        losses = _losses(outputs, batch, losses_config, global_step)
+        losses = _routed_losses(model, batch, heads, losses_config, ctx, recipe.amp, global_step)
         common.check_finite(losses, global_step)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(losses["total"]).backward()
@@ -269,9 +276,8 @@ def evaluate(
     meters = common.MetricLogger("validate", ctx)
     for batch in meters.log_every(loader):
         batch = _to_device(batch, ctx.device)
-        with common.autocast_for(ctx.device, recipe.amp):
-            outputs = model(batch["image"], heads=heads)
-        meters.update(weight=len(batch["mode"]), **_losses(outputs, batch, losses_config, -1))
+        meters.update(weight=len(batch["mode"]), **_routed_losses(model, batch, heads, losses_config, ctx,
+                                                                  recipe.amp, -1))
     return meters.averages()
 
 
@@ -297,6 +303,13 @@ def main(recipe: BENetTrainConfig, options: RunOptions) -> Path:
         common.seed_everything(recipe.seed)  # the same initial weights on every rank
         config = model_config(recipe)
         model = get_entry("benet").builder(config)
+        if recipe.init and options.resume is None:
+            from emotion_perception.train.init_weights import load_backbone_init
+
+            # Every rank reads the same file, so the weights stay identical; rank 0 logs the line.
+            load_backbone_init(model, recipe.init, logger=logger)
+        elif recipe.init:
+            logger.info("init %s ignored: --resume restores every weight", recipe.init)
         losses_config = loss_config(recipe, options.source)
         input_size = config.input_size[0]
         if config.input_size[0] != config.input_size[1]:
@@ -343,9 +356,9 @@ def main(recipe: BENetTrainConfig, options: RunOptions) -> Path:
             logger.info("resumed from %s after epoch %d", options.resume, start_epoch)
         if ctx.distributed:
             device_ids = [ctx.device.index] if ctx.device.type == "cuda" else None
-            # Untrained dense heads (the bu-only ablation has no detection loss) get no gradient.
-            unused = not {"bu", "det"} <= set(recipe.heads)
-            model = nn.parallel.DistributedDataParallel(model, device_ids=device_ids, find_unused_parameters=unused)
+            # Routed forward passes: a head with no image routed to it in a batch does not run,
+            # and untrained heads (ablations) never do, so some parameters get no gradient.
+            model = nn.parallel.DistributedDataParallel(model, device_ids=device_ids, find_unused_parameters=True)
 
         deadline = common.Deadline(options.max_minutes)
         steps_per_epoch = max(1, len(train_loader))

@@ -39,11 +39,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     benet.add_argument("--heco", type=Path, help="HECO root merged into training (overrides heco_root)")
     benet.add_argument("--heads", help="trained heads, e.g. bu | bu,det | bu,det,pc | bu,det,pc,bg (+ ,vad)")
     benet.add_argument("--preset", help="BENet preset (paper, lite, tiny)")
+    benet.add_argument("--init", type=Path,
+                       help="start the backbone from a pretrained HRNet-W32 checkpoint (HigherHRNet "
+                            "pose_higher_hrnet_w32_512.pth, HRNet ImageNet, timm hrnet_w32); overrides "
+                            "the recipe's init; ignored with --resume")
     cahfw = models.add_parser("cahfw", help="CAHFW-Net on CAER-S, the paper's recipe",
                               description="Train CAHFW-Net (recipe fields: emotion_perception/train/cahfw.py).")
     _common_options(cahfw, "cahfw")
     cahfw.add_argument("--data", "--data-root", dest="data_root", type=Path,
                        help="folder holding CAER-S (overrides the recipe's data_root)")
+    cahfw.add_argument("--init", type=Path, help=argparse.SUPPRESS)  # BENet only: answered with a clear error
 
 
 def default_recipe(model: str) -> Path:
@@ -76,6 +81,7 @@ def recipe_with_overrides(args: argparse.Namespace) -> dict:
             "heco_root": str(args.heco) if args.heco else None,
             "heads": args.heads,
             "preset": args.preset,
+            "init": str(args.init) if getattr(args, "init", None) else None,
         })
     values.update({key: value for key, value in overrides.items() if value is not None})
     return values
@@ -87,6 +93,9 @@ def main(args: argparse.Namespace) -> int:
     from emotion_perception.errors import FieldError
     from emotion_perception.train.common import NonFiniteLossError
 
+    if args.model != "benet" and getattr(args, "init", None):
+        print(f"emotion-perception train {args.model}: --init applies to BENet (its HRNet backbone)", file=sys.stderr)
+        return 2
     try:
         values = recipe_with_overrides(args)
         if args.model == "benet":

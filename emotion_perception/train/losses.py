@@ -1,11 +1,15 @@
 """BENet's multitask loss with per-image head routing and head ablations.
 
-At each output resolution: CenterNet focal loss on the centre heatmap (normalised by the number
-of people), L1 on the box size at centre pixels (weight 0.1), multi-label binary focal loss on
-the bottom-up emotions at ground-truth centres, masked L1 on VAD where annotated. The same
-binary focal loss trains the person-centric and background heads. An image only trains the
-heads its drawn pre-transformation routes to (``targets.HEAD_ROUTING``); the others get exactly
-zero gradient from it.
+At each output resolution, normalised per image as the public code (lib/core/loss_mt.py) and
+then averaged over the images routed to the head: CenterNet focal loss on the centre heatmap
+(divided by that image's number of people), L1 on the box size at centre pixels summed over
+width and height and averaged over the image's people (Eq. 2, weight 0.1), multi-label binary
+focal loss on the bottom-up emotions at ground-truth centres (summed over categories, averaged
+over the image's people), masked L1 on VAD where annotated (our extension). The same binary
+focal loss trains the person-centric and background heads. An image only trains the heads its
+drawn pre-transformation routes to (``targets.HEAD_ROUTING``); the others get exactly zero
+gradient from it. Outputs may come from a routed forward (each head run on its images only:
+:meth:`emotion_perception.nets.benet.BENet.forward` with ``routes``) or from a full one.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ class BENetLossConfig:
     heatmap_beta: float = 4.0  # exponent of the Gaussian penalty reduction (CenterNet beta)
     emotion_gamma: float = 2.0  # focusing exponent of the binary focal loss
     strides: tuple[int, ...] = STRIDES  # output resolutions trained ("heatmap_4" -> 4, ...)
+    gaussian_sigma: float = 2.0  # centre heatmap Gaussian (map pixels), public configs' SIGMA; 0: CenterNet's adaptive radius
 
     def __post_init__(self) -> None:
         unknown = set(self.heads) - set(HEADS)
@@ -64,14 +69,13 @@ def binary_focal_loss(logits: torch.Tensor, targets: torch.Tensor, gamma: float 
 def centernet_focal_loss(
     logits: torch.Tensor,
     target: torch.Tensor,
-    image_mask: torch.Tensor | None = None,
     alpha: float = 2.0,
     beta: float = 4.0,
 ) -> torch.Tensor:
-    """CenterNet's penalty-reduced focal loss over (B,1,h,w) heatmap logits.
+    """CenterNet's penalty-reduced focal loss over (n,1,h,w) heatmap logits, per image.
 
-    Positives are pixels where the Gaussian target equals 1. The sum over the images selected by
-    ``image_mask`` (B,) is divided by their number of positives (at least 1).
+    Positives are pixels where the Gaussian target equals 1. Each image's sum is divided by its
+    own number of positives (at least 1), then the images are averaged, as the public code.
     """
     probability = torch.sigmoid(logits)
     positive = target.eq(1).to(logits.dtype)
@@ -79,11 +83,7 @@ def centernet_focal_loss(
     negative_term = (1 - positive) * (1 - target).pow(beta) * probability.pow(alpha) * F.logsigmoid(-logits)
     per_image = -(positive_term + negative_term).flatten(1).sum(1)
     positives = positive.flatten(1).sum(1)
-    if image_mask is not None:
-        weights = image_mask.to(logits.dtype)
-        per_image = per_image * weights
-        positives = positives * weights
-    return per_image.sum() / positives.sum().clamp(min=1)
+    return (per_image / positives.clamp(min=1)).mean()
 
 
 def gather_at(maps: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -92,10 +92,26 @@ def gather_at(maps: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return flat.gather(2, index.unsqueeze(1).expand(-1, flat.shape[1], -1)).transpose(1, 2)
 
 
-def _mean_over_rows(per_element: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-    """Sum over the last dim, mean over the selected rows (zero, still in the graph, if none)."""
-    weights = rows.to(per_element.dtype)
-    return (per_element.sum(-1) * weights).sum() / weights.sum().clamp(min=1)
+def per_image_person_mean(per_person: torch.Tensor, people: torch.Tensor) -> torch.Tensor:
+    """(n, M) per-person values, (n, M) bool real people -> the mean over each image's people,
+    then over the images that have any (zero, still in the graph, if none)."""
+    weights = people.to(per_person.dtype)
+    count = weights.sum(1)
+    per_image = (per_person * weights).sum(1) / count.clamp(min=1)
+    has_people = (count > 0).to(per_person.dtype)
+    return (per_image * has_people).sum() / has_people.sum().clamp(min=1)
+
+
+def _rows_of(output: torch.Tensor, route: torch.Tensor, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(the routed images' outputs, the route) whether ``output`` came from a routed forward
+    (routed rows only) or a full one (every image: the routed rows are selected here)."""
+    route = route.to(output.device)
+    if output.shape[0] == route.shape[0]:
+        return output[route], route
+    if output.shape[0] == int(route.sum()):
+        return output, route
+    raise ValueError(f"BENet loss: output '{name}' has {output.shape[0]} rows, the batch {route.shape[0]} "
+                     f"images of which {int(route.sum())} are routed to it")
 
 
 def _require(outputs: Mapping[str, torch.Tensor], key: str, hint: str) -> torch.Tensor:
@@ -111,45 +127,71 @@ def benet_losses(
     losses: dict[str, torch.Tensor] = {}
     total_terms: list[torch.Tensor] = []
     routes = targets.routes
+
+    def routed(key: str, route: str, hint: str) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The routed rows of output ``key`` and the route; None when no image is routed."""
+        if not bool(routes[route].any()):
+            return None
+        return _rows_of(_require(outputs, key, hint), routes[route], key)
+
     for stride in config.strides:
         target = targets.by_stride[stride]
-        if "det" in config.heads:
-            heatmap = _require(outputs, f"heatmap_{stride}", "detection head")
+        if "det" in config.heads and (found := routed(f"heatmap_{stride}", "det", "detection head")):
+            heatmap, rows = found
             losses[f"heatmap_{stride}"] = centernet_focal_loss(
-                heatmap, target.heatmap, routes["det"], config.heatmap_alpha, config.heatmap_beta
-            )
-            size = gather_at(_require(outputs, f"size_{stride}", "detection head"), target.index)
-            rows = target.mask & routes["det"][:, None]
-            # Mean over (person, dimension) elements, as CenterNet's RegL1Loss.
-            losses[f"size_{stride}"] = _mean_over_rows((size - target.size).abs(), rows) / 2
+                heatmap, target.heatmap[rows.to(target.heatmap.device)], config.heatmap_alpha, config.heatmap_beta)
+            size, _ = routed(f"size_{stride}", "det", "detection head")
+            picked = rows.to(target.index.device)
+            error = (gather_at(size, target.index[picked]) - target.size[picked]).abs().sum(-1)  # Eq. 2: |dw| + |dh|
+            losses[f"size_{stride}"] = per_image_person_mean(error, target.mask[picked])
             total_terms += [config.heatmap_weight * losses[f"heatmap_{stride}"],
                             config.size_weight * losses[f"size_{stride}"]]
-        if "bu" in config.heads:
-            emotions = gather_at(_require(outputs, f"emotions_{stride}", "bottom-up head"), target.index)
-            rows = target.mask & routes["bu"][:, None]
-            losses[f"emotions_{stride}"] = _mean_over_rows(
-                binary_focal_loss(emotions, target.emotions, config.emotion_gamma), rows
-            )
+        if "bu" in config.heads and (found := routed(f"emotions_{stride}", "bu", "bottom-up head")):
+            emotions, rows = found
+            picked = rows.to(target.index.device)
+            focal = binary_focal_loss(gather_at(emotions, target.index[picked]), target.emotions[picked],
+                                      config.emotion_gamma).sum(-1)
+            losses[f"emotions_{stride}"] = per_image_person_mean(focal, target.mask[picked])
             total_terms.append(config.emotion_weight * losses[f"emotions_{stride}"])
-        if "vad" in config.heads:
-            vad = torch.sigmoid(gather_at(_require(outputs, f"vad_{stride}", "set BENetConfig.vad_head"), target.index))
-            annotated = torch.isfinite(target.vad) & (target.mask & routes["vad"][:, None])[..., None]
-            error = (vad - torch.nan_to_num(target.vad)).abs() * annotated.to(vad.dtype)
+        if "vad" in config.heads and (found := routed(f"vad_{stride}", "vad", "set BENetConfig.vad_head")):
+            vad_logits, rows = found
+            picked = rows.to(target.index.device)
+            vad = torch.sigmoid(gather_at(vad_logits, target.index[picked]))
+            annotated = torch.isfinite(target.vad[picked]) & target.mask[picked][..., None]
+            error = (vad - torch.nan_to_num(target.vad[picked])).abs() * annotated.to(vad.dtype)
             losses[f"vad_{stride}"] = error.sum() / annotated.sum().clamp(min=1)
             total_terms.append(config.vad_weight * losses[f"vad_{stride}"])
     for head, key, weight in (("pc", "person_centric", config.person_centric_weight),
                               ("bg", "background", config.background_weight)):
-        if head in config.heads:
-            logits = _require(outputs, key, "run BENet with heads='all' and the head enabled")
-            losses[key] = _mean_over_rows(
-                binary_focal_loss(logits, targets.image_label.to(logits.device), config.emotion_gamma), routes[head]
-            )
+        if head in config.heads and (found := routed(key, head, "run BENet with heads='all' and the head enabled")):
+            logits, rows = found
+            labels = targets.image_label.to(logits.device)[rows.to(logits.device)]
+            losses[key] = binary_focal_loss(logits, labels, config.emotion_gamma).sum(-1).mean()
             total_terms.append(weight * losses[key])
+    if not total_terms:
+        raise ValueError("BENet loss: no image of the batch is routed to an enabled head")
+    # Every enabled term is reported, 0 for a batch with no image routed to its head, so that
+    # the logged terms (and their all-reduce across DDP ranks) always have the same keys.
+    zero = torch.zeros((), device=total_terms[0].device)
+    for key in enabled_terms(config):
+        losses.setdefault(key, zero)
     losses["total"] = torch.stack(total_terms).sum()
     if not torch.isfinite(losses["total"]):
         bad = [name for name, value in losses.items() if not torch.isfinite(value)]
         raise FloatingPointError(f"non-finite BENet loss term(s): {', '.join(bad)}")
     return losses
+
+
+def enabled_terms(config: BENetLossConfig) -> list[str]:
+    """Names of the loss terms ``config`` enables (without ``total``)."""
+    names = []
+    for stride in config.strides:
+        names += [f"heatmap_{stride}", f"size_{stride}"] if "det" in config.heads else []
+        names += [f"emotions_{stride}"] if "bu" in config.heads else []
+        names += [f"vad_{stride}"] if "vad" in config.heads else []
+    names += ["person_centric"] if "pc" in config.heads else []
+    names += ["background"] if "bg" in config.heads else []
+    return names
 
 
 def benet_batch_losses(
@@ -158,5 +200,5 @@ def benet_batch_losses(
     """Build the targets of a collated batch on the outputs' device and return :func:`benet_losses`."""
     num_emotions = next(v.shape[1] for k, v in outputs.items() if k.startswith("emotions_"))
     device = next(iter(outputs.values())).device
-    targets = build_targets(batch, num_emotions, config.strides).to(device)
+    targets = build_targets(batch, num_emotions, config.strides, sigma=config.gaussian_sigma).to(device)
     return benet_losses(outputs, targets, config)

@@ -21,11 +21,15 @@ from emotion_perception.nets.decode import centre_pixels
 # Output resolutions of BENet's dense heads, keyed like its outputs ("heatmap_4", "heatmap_2").
 STRIDES = (4, 2)
 MODES = ("det", "mask_subjects", "extract_subject", "mask_all")
-# Which heads an image of each mode trains (docs/ARCHITECTURE.md, "Head routing").
-# "det": heatmap + size, "bu": bottom-up emotions (and VAD), "pc": person-centric, "bg": background.
+# Which heads an image of each mode trains (docs/ARCHITECTURE.md, "Head routing"): one task per
+# image, as in the paper (section 3.3) and the public code's collate (lib/dataset/build.py): a raw
+# image trains the centre heatmap and size heads only, a masked-subjects image the bottom-up
+# emotion maps only (and our VAD maps, an extension), an extracted subject the person-centric
+# head, a fully masked image the background head.
+# "det": heatmap + size, "bu": bottom-up emotions, "vad": VAD maps, "pc": person-centric, "bg": background.
 HEAD_ROUTING: dict[str, frozenset[str]] = {
-    "det": frozenset({"det", "bu", "vad"}),
-    "mask_subjects": frozenset({"det", "bu", "vad"}),
+    "det": frozenset({"det"}),
+    "mask_subjects": frozenset({"bu", "vad"}),
     "extract_subject": frozenset({"pc"}),
     "mask_all": frozenset({"bg"}),
 }
@@ -81,9 +85,10 @@ def gaussian_radius(height: float, width: float, min_overlap: float = 0.7) -> fl
     return min(r1, r2, r3)
 
 
-def draw_gaussian(heatmap: np.ndarray, row: int, col: int, radius: int) -> None:
-    """Max-merge a Gaussian of sigma (2r+1)/6 centred on pixel (row, col) into ``heatmap`` (h, w)."""
-    sigma = (2 * radius + 1) / 6
+def draw_gaussian(heatmap: np.ndarray, row: int, col: int, radius: int, sigma: float | None = None) -> None:
+    """Max-merge a Gaussian centred on pixel (row, col) into ``heatmap`` (h, w), cut at ``radius``;
+    sigma (2r+1)/6 unless given (the public BENet's fixed sigma 2, radius 3 sigma + 1)."""
+    sigma = (2 * radius + 1) / 6 if sigma is None else float(sigma)
     height, width = heatmap.shape
     top, bottom = max(0, row - radius), min(height, row + radius + 1)
     left, right = max(0, col - radius), min(width, col + radius + 1)
@@ -107,8 +112,12 @@ def build_targets(
     num_emotions: int,
     strides: Sequence[int] = STRIDES,
     min_overlap: float = 0.7,
+    sigma: float = 2.0,
 ) -> BENetTargets:
     """Targets of a collated batch (see docs/ARCHITECTURE.md, "BENet training sample").
+
+    ``sigma`` > 0: every centre a Gaussian of that sigma (map pixels) at both resolutions, the
+    public BENet configs' ``SIGMA: 2``; 0: CenterNet's size-adaptive radius (``min_overlap``).
 
     Reads ``image`` (B,3,H,W) for the input size, per-image ``boxes`` (N,4) input pixels,
     ``labels`` (N,E), ``vad`` (N,3) (optional), ``mode`` (B str) and ``image_label`` (B,E).
@@ -163,8 +172,12 @@ def build_targets(
             box_width = (image_boxes[:, 2] - image_boxes[:, 0]) / stride
             box_height = (image_boxes[:, 3] - image_boxes[:, 1]) / stride
             for person, (row, col) in enumerate(zip(rows.tolist(), cols.tolist())):
-                radius = max(0, int(gaussian_radius(math.ceil(box_height[person]), math.ceil(box_width[person]), min_overlap)))
-                draw_gaussian(heatmap[image_index, 0], row, col, radius)
+                if sigma > 0:
+                    draw_gaussian(heatmap[image_index, 0], row, col, int(3 * sigma + 1), sigma)
+                else:
+                    radius = max(0, int(gaussian_radius(math.ceil(box_height[person]), math.ceil(box_width[person]),
+                                                        min_overlap)))
+                    draw_gaussian(heatmap[image_index, 0], row, col, radius)
                 index[image_index, person] = row * width + col
             count = len(image_boxes)
             mask[image_index, :count] = True
