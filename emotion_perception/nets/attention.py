@@ -14,15 +14,15 @@ from torch import nn
 class ChannelAttention(nn.Module):
     """Reweights channels with one MLP shared by the global-average and global-max descriptors."""
 
-    def __init__(self, channels: int, reduction: int = 2) -> None:
+    def __init__(self, channels: int, reduction: int = 2, bias: bool = True) -> None:
         super().__init__()
         hidden = max(1, channels // reduction)
-        # Bias-free like the formula sigma(W1 relu(W0 avg) + W1 relu(W0 max)): a bias would be
-        # added twice, once per descriptor.
+        # With biases, as the public BENet code (lib/models/BENet.py); ``bias=False`` is the
+        # bias-free CBAM formula sigma(W1 relu(W0 avg) + W1 relu(W0 max)) of earlier checkpoints.
         self.mlp = nn.Sequential(
-            nn.Linear(channels, hidden, bias=False),
+            nn.Linear(channels, hidden, bias=bias),
             nn.ReLU(inplace=True),
-            nn.Linear(hidden, channels, bias=False),
+            nn.Linear(hidden, channels, bias=bias),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -47,9 +47,9 @@ class SpatialAttention(nn.Module):
 class AttentionBlock(nn.Module):
     """Channel attention followed by spatial attention; keeps the input shape."""
 
-    def __init__(self, channels: int, reduction: int = 2) -> None:
+    def __init__(self, channels: int, reduction: int = 2, bias: bool = True) -> None:
         super().__init__()
-        self.channel = ChannelAttention(channels, reduction)
+        self.channel = ChannelAttention(channels, reduction, bias)
         self.spatial = SpatialAttention()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

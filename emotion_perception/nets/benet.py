@@ -48,6 +48,13 @@ class BENetConfig:
     classifier_hidden: int = 64  # hidden width of the classification heads' MLP
     heatmap_prior_bias: float = -2.19  # CenterNet prior: sigmoid(-2.19) ~ 0.1 at start
     bn_momentum: float = 0.1  # batch-norm running-statistics momentum
+    # As the public code (lib/models/BENet.py): biases in the attention MLPs, the dense heads'
+    # final 3x3 convs and the image-level heads' downsampling / final convs (12,316 parameters
+    # at the paper size); and the 1/2-resolution stage fed with the backbone's branch-0
+    # features concatenated with the 1/4 output (HigherHRNet), not the 1/4 head features.
+    published_biases: bool = True
+    deconv_from_backbone: bool = True
+
 
     def __post_init__(self) -> None:
         if len(self.widths) < 2:
@@ -65,11 +72,16 @@ class BENetConfig:
             raise ValueError(f"BENetConfig.num_emotions must be positive, got {self.num_emotions}")
 
 
+# Checkpoints saved before a field existed were built with these values (factory.config_from_dict
+# fills a missing field from here): the demo models of models/ predate both.
+BENET_LEGACY_DEFAULTS = {"published_biases": False, "deconv_from_backbone": False}
+
 BENET_PRESETS: dict[str, BENetConfig] = {
     # The paper's network (authors' configuration): HRNet-W32 widths, 2 modules per stage,
     # 3 BasicBlocks per branch, 3-block dense heads, trained at 512x512.
-    # Measured (model-info): 19.48 M parameters, 16.53 M without the two training-only heads,
-    # 15.76 M executed at inference (the last module's fusions into branches 1-3 only feed the
+    # Measured (model-info): 19,495,730 parameters (the public model's 19,499,851 less its unused
+    # 4,121-parameter fusion head), 16.54 M without the two training-only heads, 15.77 M
+    # executed at inference (the last module's fusions into branches 1-3 only feed the
     # training-only heads, so inference skips them), 40.95 GMACs at 512x512.
     "paper": BENetConfig(),
     # CPU-only robots: HRNet-W18-small-v1-like backbone (widths 16/32/64/128, one module per
@@ -106,8 +118,9 @@ class DenseHead(nn.Module):
     """One dense head at 1/4 and 1/2 resolution (HigherHRNet-style deconvolution stage).
 
     1/4: blocks -> conv3x3 to (C+K)/2 -> BN -> ReLU -> conv1x1 to K.
-    1/2: concat(1/4 head features, 1/4 output) -> ConvTranspose 4x4/2 to C -> BN -> ReLU ->
-    blocks -> the same final convs.
+    1/2: concat(backbone branch-0 features, 1/4 output) -> ConvTranspose 4x4/2 to C -> BN ->
+    ReLU -> blocks -> the same final convs (``deconv_from_backbone``, the public code and
+    HigherHRNet; False: the 1/4 head features instead of the backbone's, as earlier checkpoints).
     """
 
     def __init__(
@@ -118,14 +131,19 @@ class DenseHead(nn.Module):
         attention: bool,
         attention_reduction: int,
         bn_momentum: float,
+        attention_bias: bool = True,
+        conv_bias: bool = True,
+        deconv_from_backbone: bool = True,
     ) -> None:
         super().__init__()
+        self.deconv_from_backbone = deconv_from_backbone
 
         def blocks() -> nn.Sequential:
             return nn.Sequential(
                 *(
                     BasicBlock(in_channels, in_channels, attention=attention,
-                               attention_reduction=attention_reduction, bn_momentum=bn_momentum)
+                               attention_reduction=attention_reduction, bn_momentum=bn_momentum,
+                               attention_bias=attention_bias)
                     for _ in range(num_blocks)
                 )
             )
@@ -133,8 +151,8 @@ class DenseHead(nn.Module):
         def final() -> nn.Sequential:
             mid = (in_channels + out_channels) // 2
             return nn.Sequential(
-                conv3x3(in_channels, mid), nn.BatchNorm2d(mid, momentum=bn_momentum), nn.ReLU(inplace=True),
-                nn.Conv2d(mid, out_channels, 1, bias=True),
+                conv3x3(in_channels, mid, bias=conv_bias), nn.BatchNorm2d(mid, momentum=bn_momentum),
+                nn.ReLU(inplace=True), nn.Conv2d(mid, out_channels, 1, bias=True),
             )
 
         self.blocks_4 = blocks()
@@ -150,7 +168,8 @@ class DenseHead(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         features_4 = self.blocks_4(x)
         out_4 = self.final_4(features_4)
-        features_2 = self.blocks_2(self.deconv(torch.cat([features_4, out_4], dim=1)))
+        deconv_input = x if self.deconv_from_backbone else features_4
+        features_2 = self.blocks_2(self.deconv(torch.cat([deconv_input, out_4], dim=1)))
         return out_4, self.final_2(features_2)
 
 
@@ -161,7 +180,8 @@ class BENet(nn.Module):
         super().__init__()
         self.config = config
         common = dict(attention=config.attention, attention_reduction=config.attention_reduction,
-                      bn_momentum=config.bn_momentum)
+                      bn_momentum=config.bn_momentum, attention_bias=config.published_biases)
+        head_options = dict(conv_bias=config.published_biases, deconv_from_backbone=config.deconv_from_backbone)
         self.backbone = HRNetBackbone(
             stem_channels=config.stem_channels,
             layer1_planes=config.layer1_planes,
@@ -172,14 +192,14 @@ class BENet(nn.Module):
             **common,
         )
         width = config.widths[0]
-        self.heatmap_head = DenseHead(width, 1, config.head_blocks, **common)
-        self.size_head = DenseHead(width, 2, config.head_blocks, **common)
-        self.emotion_head = DenseHead(width, config.num_emotions, config.head_blocks, **common)
-        self.vad_head = DenseHead(width, 3, config.head_blocks, **common) if config.vad_head else None
+        self.heatmap_head = DenseHead(width, 1, config.head_blocks, **common, **head_options)
+        self.size_head = DenseHead(width, 2, config.head_blocks, **common, **head_options)
+        self.emotion_head = DenseHead(width, config.num_emotions, config.head_blocks, **common, **head_options)
+        self.vad_head = DenseHead(width, 3, config.head_blocks, **common, **head_options) if config.vad_head else None
 
         def classification_head() -> HRNetClassificationHead:
             return HRNetClassificationHead(config.widths, config.classifier_channels, config.classifier_hidden,
-                                           config.num_emotions, **common)
+                                           config.num_emotions, **common, conv_bias=config.published_biases)
 
         self.person_centric_head = classification_head() if config.person_centric_head else None
         self.background_head = classification_head() if config.background_head else None
@@ -267,4 +287,5 @@ def build_benet(config: BENetConfig) -> BENet:
     return BENet(config)
 
 
-register_model("benet", BENetConfig, BENET_PRESETS, build_benet, default_preset="paper")
+register_model("benet", BENetConfig, BENET_PRESETS, build_benet, default_preset="paper",
+               legacy_defaults=BENET_LEGACY_DEFAULTS)

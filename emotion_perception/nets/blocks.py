@@ -12,9 +12,9 @@ from torch import nn
 from emotion_perception.nets.attention import AttentionBlock
 
 
-def conv3x3(in_channels: int, out_channels: int, stride: int = 1) -> nn.Conv2d:
-    """3x3 convolution, padding 1, no bias (always followed by batch norm here)."""
-    return nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False)
+def conv3x3(in_channels: int, out_channels: int, stride: int = 1, bias: bool = False) -> nn.Conv2d:
+    """3x3 convolution, padding 1, no bias by default (followed by batch norm)."""
+    return nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=bias)
 
 
 def conv1x1(in_channels: int, out_channels: int, stride: int = 1) -> nn.Conv2d:
@@ -31,8 +31,8 @@ def _shortcut(in_channels: int, out_channels: int, stride: int, bn_momentum: flo
     )
 
 
-def _attention(channels: int, enabled: bool, reduction: int) -> nn.Module:
-    return AttentionBlock(channels, reduction) if enabled else nn.Identity()
+def _attention(channels: int, enabled: bool, reduction: int, bias: bool) -> nn.Module:
+    return AttentionBlock(channels, reduction, bias) if enabled else nn.Identity()
 
 
 class BasicBlock(nn.Module):
@@ -46,6 +46,7 @@ class BasicBlock(nn.Module):
         attention: bool = True,
         attention_reduction: int = 2,
         bn_momentum: float = 0.1,
+        attention_bias: bool = True,
     ) -> None:
         super().__init__()
         self.out_channels = channels
@@ -53,7 +54,7 @@ class BasicBlock(nn.Module):
         self.bn1 = nn.BatchNorm2d(channels, momentum=bn_momentum)
         self.conv2 = conv3x3(channels, channels)
         self.bn2 = nn.BatchNorm2d(channels, momentum=bn_momentum)
-        self.attention = _attention(channels, attention, attention_reduction)
+        self.attention = _attention(channels, attention, attention_reduction, attention_bias)
         self.shortcut = _shortcut(in_channels, channels, stride, bn_momentum)
         self.relu = nn.ReLU(inplace=True)
 
@@ -78,6 +79,7 @@ class Bottleneck(nn.Module):
         attention: bool = True,
         attention_reduction: int = 2,
         bn_momentum: float = 0.1,
+        attention_bias: bool = True,
     ) -> None:
         super().__init__()
         out_channels = planes * expansion
@@ -88,7 +90,7 @@ class Bottleneck(nn.Module):
         self.bn2 = nn.BatchNorm2d(planes, momentum=bn_momentum)
         self.conv3 = conv1x1(planes, out_channels)
         self.bn3 = nn.BatchNorm2d(out_channels, momentum=bn_momentum)
-        self.attention = _attention(out_channels, attention, attention_reduction)
+        self.attention = _attention(out_channels, attention, attention_reduction, attention_bias)
         self.shortcut = _shortcut(in_channels, out_channels, stride, bn_momentum)
         self.relu = nn.ReLU(inplace=True)
 

@@ -41,6 +41,9 @@ class ModelEntry:
     presets: Mapping[str, Any]  # preset name -> config_class instance
     builder: Callable[[Any], nn.Module]  # config -> model
     default_preset: str
+    # Values of fields added after checkpoints were saved: a saved config without the field was
+    # built with this value (not with today's default).
+    legacy_defaults: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
 
 MODEL_REGISTRY: dict[str, ModelEntry] = {}
@@ -56,6 +59,7 @@ def register_model(
     presets: Mapping[str, Any],
     builder: Callable[[Any], nn.Module],
     default_preset: str,
+    legacy_defaults: Mapping[str, Any] | None = None,
 ) -> None:
     """Add a model family to :data:`MODEL_REGISTRY` (called once by each model module)."""
     if not dataclasses.is_dataclass(config_class):
@@ -65,7 +69,8 @@ def register_model(
     for preset_name, config in presets.items():
         if not isinstance(config, config_class):
             raise TypeError(f"model '{name}': preset '{preset_name}' is not a {config_class.__name__}")
-    MODEL_REGISTRY[name] = ModelEntry(name, config_class, dict(presets), builder, default_preset)
+    MODEL_REGISTRY[name] = ModelEntry(name, config_class, dict(presets), builder, default_preset,
+                                      dict(legacy_defaults or {}))
 
 
 def _import_model_modules() -> None:
@@ -121,6 +126,7 @@ def config_from_dict(name: str, values: Mapping[str, Any], source: str | Path = 
     """Rebuild a model config from ``asdict(config)`` (e.g. a checkpoint's ``config``)."""
     entry = get_entry(name)
     fields = {f.name: f for f in dataclasses.fields(entry.config_class)}
+    values = {**{k: v for k, v in entry.legacy_defaults.items() if k not in values}, **values}
     for key in values:
         if key not in fields:
             raise CheckpointError(source, f"config.{key}", f"not a field of {entry.config_class.__name__}")

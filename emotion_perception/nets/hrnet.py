@@ -17,8 +17,10 @@ from torch import nn
 from emotion_perception.nets.blocks import BasicBlock, Bottleneck, conv1x1, conv3x3
 
 
-def _conv_bn(in_channels: int, out_channels: int, stride: int, relu: bool, bn_momentum: float) -> nn.Sequential:
-    layers: list[nn.Module] = [conv3x3(in_channels, out_channels, stride), nn.BatchNorm2d(out_channels, momentum=bn_momentum)]
+def _conv_bn(in_channels: int, out_channels: int, stride: int, relu: bool, bn_momentum: float,
+             bias: bool = False) -> nn.Sequential:
+    layers: list[nn.Module] = [conv3x3(in_channels, out_channels, stride, bias=bias),
+                               nn.BatchNorm2d(out_channels, momentum=bn_momentum)]
     if relu:
         layers.append(nn.ReLU(inplace=True))
     return nn.Sequential(*layers)
@@ -50,13 +52,15 @@ class HighResolutionModule(nn.Module):
         attention: bool,
         attention_reduction: int,
         bn_momentum: float,
+        attention_bias: bool = True,
     ) -> None:
         super().__init__()
         self.channels = tuple(channels)
         self.branches = nn.ModuleList(
             nn.Sequential(
                 *(
-                    BasicBlock(c, c, attention=attention, attention_reduction=attention_reduction, bn_momentum=bn_momentum)
+                    BasicBlock(c, c, attention=attention, attention_reduction=attention_reduction, bn_momentum=bn_momentum,
+                               attention_bias=attention_bias)
                     for _ in range(num_blocks)
                 )
             )
@@ -112,6 +116,7 @@ class HRNetBackbone(nn.Module):
         attention: bool,
         attention_reduction: int,
         bn_momentum: float,
+        attention_bias: bool = True,
     ) -> None:
         super().__init__()
         widths = tuple(widths)
@@ -130,7 +135,7 @@ class HRNetBackbone(nn.Module):
         for _ in range(layer1_blocks):
             block = Bottleneck(
                 in_channels, layer1_planes, expansion=4, attention=attention,
-                attention_reduction=attention_reduction, bn_momentum=bn_momentum,
+                attention_reduction=attention_reduction, bn_momentum=bn_momentum, attention_bias=attention_bias,
             )
             blocks.append(block)
             in_channels = block.out_channels
@@ -144,7 +149,8 @@ class HRNetBackbone(nn.Module):
             self.transitions.append(self._transition(previous, current, bn_momentum))
             self.stages.append(
                 nn.ModuleList(
-                    HighResolutionModule(current, num_blocks, attention, attention_reduction, bn_momentum)
+                    HighResolutionModule(current, num_blocks, attention, attention_reduction, bn_momentum,
+                                         attention_bias)
                     for _ in range(modules)
                 )
             )
@@ -199,18 +205,24 @@ class HRNetClassificationHead(nn.Module):
         attention: bool,
         attention_reduction: int,
         bn_momentum: float,
+        attention_bias: bool = True,
+        conv_bias: bool = True,
     ) -> None:
         super().__init__()
         widths = tuple(widths)
         self.branch_blocks = nn.ModuleList(
-            Bottleneck(w, w, expansion=1, attention=attention, attention_reduction=attention_reduction, bn_momentum=bn_momentum)
+            Bottleneck(w, w, expansion=1, attention=attention, attention_reduction=attention_reduction, bn_momentum=bn_momentum,
+                       attention_bias=attention_bias)
             for w in widths
         )
+        # conv_bias: the downsampling and final convs carry biases in the public BENet code.
         self.downsample = nn.ModuleList(
-            _conv_bn(widths[i], widths[i + 1], 2, relu=True, bn_momentum=bn_momentum) for i in range(len(widths) - 1)
+            _conv_bn(widths[i], widths[i + 1], 2, relu=True, bn_momentum=bn_momentum, bias=conv_bias)
+            for i in range(len(widths) - 1)
         )
         self.final = nn.Sequential(
-            conv1x1(widths[-1], channels), nn.BatchNorm2d(channels, momentum=bn_momentum), nn.ReLU(inplace=True)
+            nn.Conv2d(widths[-1], channels, 1, bias=conv_bias), nn.BatchNorm2d(channels, momentum=bn_momentum),
+            nn.ReLU(inplace=True)
         )
         self.classifier = nn.Sequential(nn.Linear(channels, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, num_outputs))
 
