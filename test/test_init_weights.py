@@ -167,8 +167,20 @@ def test_w32_checkpoints_fill_the_paper_backbone(paper_model, layout: str, tmp_p
     before = _state(model)
     fake = fake_checkpoint(model, layout, seed=1, w32=True)
     path = _save(fake, tmp_path / f"{layout}.pth")
-    with caplog.at_level("INFO", logger="emotion_perception.train.init_weights"):
-        report = IW.load_backbone_init(model, path)
+    # An explicit logger with our own handler: other tests configure the package's loggers
+    # (training runs turn propagation off), which caplog would then not see.
+    import logging
+
+    lines: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: lines.append(record.getMessage())
+    logger = logging.getLogger(f"test_init_weights.{layout}")
+    logger.setLevel(logging.INFO)
+    logger.addHandler(handler)
+    try:
+        report = IW.load_backbone_init(model, path, logger=logger)
+    finally:
+        logger.removeHandler(handler)
 
     counted = _counted(model)
     stage2_second = [k for k in counted if k.startswith("backbone.stages.0.1.")]
@@ -194,7 +206,7 @@ def test_w32_checkpoints_fill_the_paper_backbone(paper_model, layout: str, tmp_p
     for key, value in before.items():
         if not key.startswith("backbone.") or ".attention." in key or key.startswith("backbone.stages.0.1."):
             assert torch.equal(after[key], value), f"{key} changed"  # heads, attention, stage 2 module 1
-    line = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("init from"))
+    line = next(message for message in lines if message.startswith("init from"))
     assert line.startswith(f"init from {path} (layout {layout}): matched {report.matched} of {report.total} "
                            f"backbone tensors ({100 * report.share:.1f}%), missing {report.missing}, "
                            f"unexpected {report.unexpected}")

@@ -278,3 +278,22 @@ def test_bad_input_errors_share_one_base() -> None:
         assert isinstance(err, FieldError) and isinstance(err, ValueError)
         assert str(err) == "recipe.yaml: field 'lr': must be > 0"
         assert (err.file, err.field_name, err.problem) == ("recipe.yaml", "lr", "must be > 0")
+
+
+def test_ship_keeps_weights_and_says_what_they_were_trained_on(tmp_path):
+    import torch
+
+    from emotion_perception.nets.factory import create_model, load_model_from_checkpoint, trained_on_of
+    from emotion_perception.train.ship import ship_checkpoint
+
+    model = create_model("benet", "tiny")
+    source = tmp_path / "best.pt"
+    torch.save({"model": model.state_dict(), "model_name": "benet",
+                "config": __import__("dataclasses").asdict(model.config), "optimizer": {"state": {}}, "epoch": 3},
+               source)
+    shipped = ship_checkpoint(source, tmp_path / "demo.pt", trained_on="synthetic")
+    saved = torch.load(tmp_path / "demo.pt", weights_only=True)
+    assert "optimizer" not in saved and trained_on_of(saved) == "synthetic" and len(shipped["sha256"]) == 64
+    loaded, _ = load_model_from_checkpoint(tmp_path / "demo.pt")
+    for key, value in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value)

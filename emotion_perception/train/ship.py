@@ -1,6 +1,6 @@
 """Make a shippable model file from a training checkpoint: weights, config and metrics only.
 
-    python -m emotion_perception.train.ship runs/RUN/best.pt models/NAME.pt [--note "..."]
+    python -m emotion_perception.train.ship runs/RUN/best.pt models/NAME.pt --trained-on synthetic [--note "..."]
 
 Training checkpoints also hold optimizer, scheduler and scaler state (about twice the size);
 a robot needs none of it. The result loads like any checkpoint (``load_model_from_checkpoint``,
@@ -17,10 +17,10 @@ import torch
 
 from emotion_perception.train.common import load_checkpoint
 
-KEEP = ("model", "model_name", "config", "epoch", "metrics", "train_config")
+KEEP = ("model", "model_name", "config", "epoch", "metrics", "train_config", "trained_on")
 
 
-def ship_checkpoint(source: str | Path, destination: str | Path, note: str = "") -> dict:
+def ship_checkpoint(source: str | Path, destination: str | Path, note: str = "", trained_on: str | None = None) -> dict:
     """Write the inference part of ``source`` to ``destination``; returns what was kept."""
     checkpoint = load_checkpoint(source)
     missing = [key for key in ("model", "model_name", "config") if key not in checkpoint]
@@ -28,6 +28,9 @@ def ship_checkpoint(source: str | Path, destination: str | Path, note: str = "")
         raise ValueError(f"{source}: not a training checkpoint of this project (missing {missing})")
     shipped = {key: checkpoint[key] for key in KEEP if key in checkpoint}
     shipped["provenance"] = {"source": str(source), "note": note}
+    if trained_on:
+        # What the model card and the nodes report (export/model_card.py ModelCard.trained_on).
+        shipped["trained_on"] = trained_on
     destination = Path(destination)
     destination.parent.mkdir(parents=True, exist_ok=True)
     torch.save(shipped, destination)
@@ -40,8 +43,10 @@ def main() -> int:
     parser.add_argument("source")
     parser.add_argument("destination")
     parser.add_argument("--note", default="")
+    parser.add_argument("--trained-on", default=None,
+                        help="what the weights learned from: synthetic, or 'real: <dataset>' (reported by the nodes)")
     args = parser.parse_args()
-    shipped = ship_checkpoint(args.source, args.destination, args.note)
+    shipped = ship_checkpoint(args.source, args.destination, args.note, args.trained_on)
     size = Path(args.destination).stat().st_size / 2**20
     print(f"{args.destination}: {shipped['model_name']}, epoch {shipped.get('epoch')}, {size:.1f} MB, sha256 {shipped['sha256'][:16]}")
     return 0
