@@ -33,7 +33,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rate", type=float, default=3.0, help="replay rate in Hz (default 3: no drops on a 2-core CPU)")
     parser.add_argument("--backend", default=None, help="override the node's backend (auto|tensorrt|onnxruntime|torch)")
     parser.add_argument("--model", default=None, help="override the node's model_path (default: the demo model)")
-    parser.add_argument("--out", default="out/demo", help="folder for the strip, video and log (default out/demo)")
+    parser.add_argument("--out", default=None,
+                        help="folder for the strip, video and log (default out/demo, out/demo_<node> for the others)")
 
 
 def _demo_bag(frames: int) -> Path:
@@ -115,7 +116,7 @@ def main(args: argparse.Namespace) -> int:
     from emotion_perception.bench.replay import NodeProcess, Replayer
     from emotion_perception.ros.debug_image import draw_person_emotions
 
-    out = Path(args.out)
+    out = Path(args.out or ("out/demo" if args.node == "benet" else f"out/demo_{args.node}"))
     out.mkdir(parents=True, exist_ok=True)
     node_name = f"{args.node}_node"
     try:
