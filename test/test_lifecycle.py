@@ -150,3 +150,31 @@ def test_a_broken_cv_bridge_fails_frames_turns_diagnostics_error_and_the_node_ke
         peer.close()
         node.stop()
     assert "frame failed: ModuleNotFoundError" in (tmp_path / "node.log").read_text()
+
+
+@pytest.mark.parametrize("parameter, value, says", [
+    ("diagnostics_period", "0.0", "diagnostics_period"),  # out of the descriptor's range (rclpy raises)
+    ("model_path", "/tmp", "is a directory"),
+    ("backend", "cuda", "backend must be one of"),
+])
+def test_every_start_up_failure_is_one_line_and_exit_1(ros_env, parameter, value, says):
+    executable = Path(sys.executable).parent / "benet_node"
+    result = subprocess.run([str(executable), "--ros-args", "-p", f"{parameter}:={value}"],
+                            env=ros_env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr, result.stderr[-2000:]
+    lines = [line for line in result.stderr.splitlines() if "cannot start" in line]
+    assert len(lines) == 1 and says in lines[0], result.stderr[-2000:]
+
+
+def test_input_size_parameter_sets_the_canvas(ros_env, tmp_path, frame):
+    # A documented parameter that used to crash start-up (an int where (H, W) was indexed).
+    node = NodeProcess("benet", {"input_size": 256, "backend": "torch", "device": "cpu"}, "/lc_size/image", ros_env,
+                       log_path=tmp_path / "node.log")
+    peer = Peer("/lc_size/image")
+    try:
+        assert _answered(peer, frame, 1_700_500_000 * 10**9), (tmp_path / "node.log").read_text()[-2000:]
+        assert node.alive()
+    finally:
+        peer.close()
+        node.stop()

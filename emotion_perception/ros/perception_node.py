@@ -267,6 +267,8 @@ class EmotionPerceptionNode(LifecycleNode):
             path = str(resolve_model_path(INSTALLED_MODELS[self._model_kind]))
         else:
             path = str(find_resource(DEMO_MODELS[self._model_kind]))
+        if Path(path).is_dir():
+            raise FileNotFoundError(f"model_path '{path}' is a directory, not a model file")
         if not Path(path).is_file():
             raise FileNotFoundError(f"model_path '{path}' does not exist")
         options: dict[str, Any] = {}
@@ -274,7 +276,8 @@ class EmotionPerceptionNode(LifecycleNode):
             options["face_detector"] = self._settings["face_detector"]
         predictor = load_predictor(
             path, backend=self._settings["backend"], device=self._settings["device"],
-            input_size=self._settings["input_size"] or None, **options,
+            # The parameter is one side (square canvas); the predictor takes (H, W).
+            input_size=(self._settings["input_size"],) * 2 if self._settings["input_size"] else None, **options,
         )
         if predictor.model_name != self._model_kind:
             raise ValueError(f"{path} holds a '{predictor.model_name}' model, this node runs '{self._model_kind}'")
@@ -431,8 +434,10 @@ def run(model_kind: str, node_name: str, argv: list[str] | None = None) -> int:
         with ros_context(argv if argv is not None else sys.argv):
             try:
                 node = EmotionPerceptionNode(model_kind, node_name)
-            except (FileNotFoundError, ValueError, RuntimeError, ImportError) as err:
-                print(f"{node_name}: cannot start: {err}", file=sys.stderr)
+            except Exception as err:  # bad parameters (rclpy's own exceptions too): one line, exit 1
+                expected = isinstance(err, (FileNotFoundError, ValueError, ImportError))
+                print(f"{node_name}: cannot start: {err if expected else f'{type(err).__name__}: {err}'}",
+                      file=sys.stderr)
                 return 1
             if profile:
                 node.get_logger().info(f"Fast DDS profile for large images: {profile}")
