@@ -225,3 +225,13 @@ def test_clear_open_smiles_in_real_photos_are_read_as_happy(predictor):
         assert (probabilities[:, happy] > 0.9).all(), (name, np.round(probabilities[:, happy], 3))
         checked += len(indices)
     assert checked == 8
+
+
+def test_calibrated_per_category_thresholds_replace_the_global_one():
+    from emotion_perception.runtime.labels import confident_labels
+
+    names = ("A", "B", "C")
+    scores = np.array([0.30, 0.20, 0.50])
+    assert confident_labels(scores, names, 0.4, exclusive=False) == ["C"]
+    # A calibrated at 0.25 and C at 0.6; B has none (global 0.4 applies)
+    assert confident_labels(scores, names, 0.4, exclusive=False, per_category={"A": 0.25, "C": 0.6}) == ["A"]

@@ -1,4 +1,4 @@
-"""``emotion-perception eval {benet,cahfw,ablation}``: a checkpoint's paper metrics, predictions and plots.
+"""``emotion-perception eval {benet,cahfw,calibrate,ablation}``: a checkpoint's paper metrics, predictions and plots.
 
 Only argparse at module level; the evaluation modules are imported when the command runs.
 """
@@ -37,6 +37,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     cahfw = models.add_parser("cahfw", help="CAHFW-Net on CAER-S: accuracy, per-class accuracy, confusion matrix",
                               description="Evaluate a CAHFW-Net checkpoint with the CAHFW-Net paper's metrics.")
     _common_options(cahfw, "CAER-S", "runs/eval_cahfw")
+    calibrate = models.add_parser("calibrate", help="per-category best-F1 label thresholds from validation predictions",
+                                  description="Per-category label thresholds (best F1) from eval benet --split val.")
+    calibrate.add_argument("predictions", type=Path, help="predictions.npz of 'eval benet --split val'")
+    calibrate.add_argument("--out", type=Path, required=True, help="thresholds JSON (for train.ship --label-thresholds)")
     ablation = models.add_parser("ablation", help="table + figure of a BENet head ablation's evaluated runs",
                                  description="Summarise <heads>_s<seed> run folders (scripts/ablation_benet_heads.sh): "
                                              "mean and spread over seeds per head set.")
@@ -67,6 +71,14 @@ def main(args: argparse.Namespace) -> int:
         from emotion_perception.eval.ablation import run
 
         return run(args, sys.stdout)
+    if args.model == "calibrate":
+        from emotion_perception.eval.calibration import main_calibrate
+
+        try:
+            return main_calibrate(args.predictions, args.out)
+        except (OSError, ValueError) as err:
+            print(f"emotion-perception eval calibrate: {err}", file=sys.stderr)
+            return 2
     from emotion_perception.nets.factory import CheckpointError
 
     try:

@@ -88,13 +88,13 @@ def _export_onnx(args: argparse.Namespace, model, checkpoint: dict, out: Path, p
     from emotion_perception.export.onnx_export import export_onnx
     from emotion_perception.export.quantize import quantize_int8
     from emotion_perception.nets.decode import DecodeConfig
-    from emotion_perception.nets.factory import trained_on_of
+    from emotion_perception.nets.factory import label_thresholds_of, trained_on_of
 
     decode_config = DecodeConfig(top_k=args.top_k, threshold=args.decode_threshold, flip_test=args.flip_test)
     common = dict(with_decode=args.with_decode, decode_config=decode_config,
                   input_size=tuple(args.input_size) if args.input_size else None, opset=args.opset,
                   source=_source_info(args.checkpoint, checkpoint), simplify_graph=not args.no_simplify,
-                  trained_on=trained_on_of(checkpoint))
+                  trained_on=trained_on_of(checkpoint), label_thresholds=label_thresholds_of(checkpoint))
     if precision != "int8":
         result = export_onnx(model, out, precision=precision, **common)
         ok = True if args.no_parity else _report_parity(result, out, precision)

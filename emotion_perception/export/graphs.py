@@ -217,6 +217,7 @@ def make_card(
     opset: int | None = None,
     source: dict[str, Any] | None = None,
     trained_on: str = "unknown",
+    label_thresholds: dict[str, float] | None = None,
 ) -> ModelCard:
     """The model card of an exported graph of ``model``."""
     name = model_name_of(model)
@@ -260,4 +261,5 @@ def make_card(
         source=dict(source or {}),
         normalisation=normalisation,
         trained_on=trained_on,
+        label_thresholds=dict(label_thresholds) if label_thresholds else None,
     )

@@ -69,6 +69,9 @@ class ModelCard:
     # What the weights learned from: "synthetic" (this project's generator), "real: <dataset or
     # statement>", or "unknown" (a checkpoint that does not say). Nodes report it.
     trained_on: str = "unknown"
+    # Per-category label thresholds calibrated on validation data (best F1), category -> threshold;
+    # None: not calibrated (the node's global emotion_threshold applies).
+    label_thresholds: dict[str, float] | None = None
     format_version: int = CARD_FORMAT_VERSION
 
     def __post_init__(self) -> None:

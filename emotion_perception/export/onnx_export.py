@@ -82,6 +82,7 @@ def export_onnx(
     source: dict[str, Any] | None = None,
     simplify_graph: bool = True,
     trained_on: str = "unknown",
+    label_thresholds: dict[str, float] | None = None,
 ) -> ExportResult:
     """Export ``model`` (BENet, CAHFW-Net or FaceExpressionNet) to ``out`` with its model card; see module docstring.
 
@@ -104,7 +105,8 @@ def export_onnx(
     proto = onnx.load(str(out))
     if simplify_graph:
         proto = simplify(proto)
-    card = make_card(model, graph, with_decode, decode_config, precision, input_size, opset, source, trained_on)
+    card = make_card(model, graph, with_decode, decode_config, precision, input_size, opset, source, trained_on,
+                     label_thresholds)
     write_metadata(proto, card)
     onnx.checker.check_model(proto)
     onnx.save(proto, str(out))

@@ -175,6 +175,14 @@ def trained_on_of(checkpoint: Mapping[str, Any]) -> str:
     return value if isinstance(value, str) and value else "unknown"
 
 
+def label_thresholds_of(checkpoint: Mapping[str, Any]) -> dict[str, float] | None:
+    """A checkpoint's calibrated per-category label thresholds, None when it has none."""
+    value = checkpoint.get("label_thresholds")
+    if not isinstance(value, Mapping) or not value:
+        return None
+    return {str(k): float(v) for k, v in value.items()}
+
+
 def load_model_from_checkpoint(
     path: str | Path, map_location: str | torch.device = "cpu"
 ) -> tuple[nn.Module, dict[str, Any]]:

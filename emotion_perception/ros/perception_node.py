@@ -104,6 +104,8 @@ class EmotionPerceptionNode(LifecycleNode):
         self._model_kind = model_kind
         self._specs = {spec.name: spec for spec in NODE_PARAMETERS[model_kind]}
         defaults = load_defaults(find_resource(f"config/{model_kind}.yaml"), model_kind)
+        # Calibrated per-category thresholds (model card) apply while emotion_threshold is left here.
+        self._default_emotion_threshold = float(defaults["emotion_threshold"])
         for name, spec in self._specs.items():
             self.declare_parameter(name, defaults[name], _descriptor(spec))
         self.add_on_set_parameters_callback(self._validate_parameters)
@@ -345,6 +347,8 @@ class EmotionPerceptionNode(LifecycleNode):
         self._slot.count("processed")
         self._outcomes.record_processed()
     def _to_message(self, header, people, emotion_threshold: float) -> PersonEmotions:
+        calibrated = self._predictor.card.label_thresholds
+        per_category = calibrated if calibrated and emotion_threshold == self._default_emotion_threshold else None
         out = PersonEmotions(header=header, model=self._predictor.model_name, categories=list(self._categories))
         for index, person in enumerate(people):
             scores = np.asarray(person.scores, dtype=np.float32)
@@ -355,7 +359,7 @@ class EmotionPerceptionNode(LifecycleNode):
                 x_min=x_min, y_min=y_min, x_max=x_max, y_max=y_max,
                 scores=scores.tolist(),
                 labels=confident_labels(scores, self._categories, emotion_threshold,
-                                        exclusive=self._predictor.model_name != "benet"),
+                                        exclusive=self._predictor.model_name != "benet", per_category=per_category),
                 valence=float(vad[0]), arousal=float(vad[1]), dominance=float(vad[2]),
             ))
         return out

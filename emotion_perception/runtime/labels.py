@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -23,14 +23,23 @@ def labels_over_threshold(scores: np.ndarray, categories: Sequence[str], thresho
 CHANCE_MARGIN = 2.0
 
 
-def confident_labels(scores: np.ndarray, categories: Sequence[str], threshold: float, exclusive: bool) -> list[str]:
+def confident_labels(scores: np.ndarray, categories: Sequence[str], threshold: float, exclusive: bool,
+                     per_category: Mapping[str, float] | None = None) -> list[str]:
     """The labels a node publishes.
 
-    ``exclusive`` (softmax over mutually exclusive classes: CAHFW-Net, the expression model):
-    categories with probability >= ``threshold`` and >= CHANCE_MARGIN / C. Multi-label
-    (BENet's independent sigmoids, whose chance level differs per category): the threshold.
+    ``per_category`` (calibrated thresholds of the model card, category -> threshold) replaces
+    ``threshold`` for the categories it names. ``exclusive`` (softmax over mutually exclusive
+    classes: CAHFW-Net, the expression model): categories must also reach CHANCE_MARGIN / C.
+    Multi-label (BENet's independent sigmoids): the thresholds alone.
     """
-    labels = labels_over_threshold(scores, categories, threshold)
+    if per_category:
+        values = np.asarray(scores, dtype=np.float64)
+        if values.shape != (len(categories),):
+            raise ValueError(f"{values.shape[0] if values.ndim else 0} scores for {len(categories)} categories")
+        order = np.argsort(-values, kind="stable")
+        labels = [categories[i] for i in order if values[i] >= per_category.get(categories[i], threshold)]
+    else:
+        labels = labels_over_threshold(scores, categories, threshold)
     if not exclusive:
         return labels
     floor = CHANCE_MARGIN / len(categories)

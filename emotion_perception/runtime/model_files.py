@@ -211,7 +211,7 @@ def cached_onnx(checkpoint: str | Path, cache_dir: str | Path, precision: str = 
     Keyed by the checkpoint's SHA-256, so a retrained checkpoint at the same path is re-exported.
     """
     from emotion_perception.export.onnx_export import export_onnx
-    from emotion_perception.nets.factory import load_model_from_checkpoint, trained_on_of
+    from emotion_perception.nets.factory import label_thresholds_of, load_model_from_checkpoint, trained_on_of
 
     checkpoint = Path(checkpoint)
     digest = file_sha256(checkpoint)
@@ -219,7 +219,8 @@ def cached_onnx(checkpoint: str | Path, cache_dir: str | Path, precision: str = 
     def export(partial: Path) -> ModelCard:
         model, saved = load_model_from_checkpoint(checkpoint, map_location="cpu")
         source = {"checkpoint": str(checkpoint.resolve()), "checkpoint_sha256": digest, "epoch": saved.get("epoch")}
-        return export_onnx(model, partial, precision=precision, source=source, trained_on=trained_on_of(saved)).card
+        return export_onnx(model, partial, precision=precision, source=source, trained_on=trained_on_of(saved),
+                           label_thresholds=label_thresholds_of(saved)).card
 
     return _cached_model_file(
         Path(cache_dir) / "onnx" / f"{checkpoint.stem}-{digest[:16]}-{precision}.onnx",

@@ -412,14 +412,15 @@ def load_predictor(
 
 def _torch_backend(path: Path, device: str, precision: str, compile: bool, cuda_graph: bool, threads: int | None):
     from emotion_perception.export.graphs import build_deploy_graph, make_card
-    from emotion_perception.nets.factory import load_model_from_checkpoint, trained_on_of
+    from emotion_perception.nets.factory import label_thresholds_of, load_model_from_checkpoint, trained_on_of
     from emotion_perception.runtime.torch_backend import TorchBackend
 
     model, checkpoint = load_model_from_checkpoint(path, map_location="cpu")
     graph = build_deploy_graph(model)
     card = make_card(model, graph, with_decode=False, decode_config=None,
                      precision="fp16" if precision == "auto" and device != "cpu" else
-                     ("fp32" if precision == "auto" else precision), trained_on=trained_on_of(checkpoint))
+                     ("fp32" if precision == "auto" else precision), trained_on=trained_on_of(checkpoint),
+                     label_thresholds=label_thresholds_of(checkpoint))
     backend = TorchBackend(model, card, device, precision, compile=compile, cuda_graph=cuda_graph, threads=threads)
     return backend, card
 

@@ -17,10 +17,11 @@ import torch
 
 from emotion_perception.train.common import load_checkpoint
 
-KEEP = ("model", "model_name", "config", "epoch", "metrics", "train_config", "trained_on")
+KEEP = ("model", "model_name", "config", "epoch", "metrics", "train_config", "trained_on", "label_thresholds")
 
 
-def ship_checkpoint(source: str | Path, destination: str | Path, note: str = "", trained_on: str | None = None) -> dict:
+def ship_checkpoint(source: str | Path, destination: str | Path, note: str = "", trained_on: str | None = None,
+                    label_thresholds: dict[str, float] | None = None) -> dict:
     """Write the inference part of ``source`` to ``destination``; returns what was kept."""
     checkpoint = load_checkpoint(source)
     missing = [key for key in ("model", "model_name", "config") if key not in checkpoint]
@@ -31,6 +32,9 @@ def ship_checkpoint(source: str | Path, destination: str | Path, note: str = "",
     if trained_on:
         # What the model card and the nodes report (export/model_card.py ModelCard.trained_on).
         shipped["trained_on"] = trained_on
+    if label_thresholds:
+        # Per-category label thresholds calibrated on validation data (eval/calibration.py).
+        shipped["label_thresholds"] = {str(k): float(v) for k, v in label_thresholds.items()}
     destination = Path(destination)
     destination.parent.mkdir(parents=True, exist_ok=True)
     torch.save(shipped, destination)
@@ -45,8 +49,15 @@ def main() -> int:
     parser.add_argument("--note", default="")
     parser.add_argument("--trained-on", default=None,
                         help="what the weights learned from: synthetic, or 'real: <dataset>' (reported by the nodes)")
+    parser.add_argument("--label-thresholds", type=Path, default=None,
+                        help="JSON of 'emotion-perception eval calibrate' (per-category label thresholds)")
     args = parser.parse_args()
-    shipped = ship_checkpoint(args.source, args.destination, args.note, args.trained_on)
+    thresholds = None
+    if args.label_thresholds is not None:
+        import json
+
+        thresholds = json.loads(args.label_thresholds.read_text(encoding="utf-8"))["label_thresholds"]
+    shipped = ship_checkpoint(args.source, args.destination, args.note, args.trained_on, thresholds)
     size = Path(args.destination).stat().st_size / 2**20
     print(f"{args.destination}: {shipped['model_name']}, epoch {shipped.get('epoch')}, {size:.1f} MB, sha256 {shipped['sha256'][:16]}")
     return 0
