@@ -220,13 +220,32 @@ def test_large_image_dds_profile_applies_only_where_nothing_else_is_chosen():
 
     env: dict[str, str] = {}
     path = apply_large_image_profile(env)
-    assert path and env["FASTDDS_DEFAULT_PROFILES_FILE"] == path and Path(path).is_file()
-    assert env["FASTRTPS_DEFAULT_PROFILES_FILE"] == path  # the name Fast DDS 2.x (Jazzy) reads
+    assert path and Path(path).is_file()
+    # Exactly one variable, the one this venv's Fast DDS reads (both load the file twice on Kilted).
+    from importlib import metadata
+    try:
+        expected = "FASTDDS_DEFAULT_PROFILES_FILE" if metadata.version("ros-fastdds") else ""
+    except metadata.PackageNotFoundError:
+        expected = "FASTRTPS_DEFAULT_PROFILES_FILE"
+    assert env == {expected: path}
     assert "<segment_size>16777216</segment_size>" in Path(path).read_text()
     assert apply_large_image_profile({"FASTDDS_DEFAULT_PROFILES_FILE": "/mine.xml"}) is None
     assert apply_large_image_profile({"FASTRTPS_DEFAULT_PROFILES_FILE": "/mine.xml"}) is None
     assert apply_large_image_profile({"RMW_IMPLEMENTATION": "rmw_cyclonedds_cpp"}) is None
     assert apply_large_image_profile({"EMOTION_PERCEPTION_DDS_PROFILE": "0"}) is None
+
+
+def test_dds_profile_variable_follows_a_sourced_distro(monkeypatch):
+    from importlib import metadata
+
+    from emotion_perception.ros import dds_profile
+
+    def no_wheels(name):
+        raise metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(metadata, "version", no_wheels)
+    assert dds_profile.profile_variable({"ROS_DISTRO": "jazzy"}) == "FASTRTPS_DEFAULT_PROFILES_FILE"
+    assert dds_profile.profile_variable({"ROS_DISTRO": "kilted"}) == "FASTDDS_DEFAULT_PROFILES_FILE"
 
 
 def test_yuv422_with_an_odd_width_is_rejected_not_raised_by_opencv():

@@ -13,6 +13,8 @@ import os
 from collections.abc import MutableMapping
 
 PROFILE_VARIABLES = ("FASTDDS_DEFAULT_PROFILES_FILE", "FASTRTPS_DEFAULT_PROFILES_FILE")
+# Distros whose Fast DDS is 2.x (reads only the FASTRTPS_ name).
+FAST_DDS_2_DISTROS = ("humble", "iron", "jazzy")
 
 
 def apply_large_image_profile(env: MutableMapping[str, str] = os.environ) -> str | None:
@@ -29,9 +31,27 @@ def apply_large_image_profile(env: MutableMapping[str, str] = os.environ) -> str
         path = str(find_resource("config/fastdds_large_images.xml"))
     except FileNotFoundError:
         return None
-    # Fast DDS 3 (Kilted) reads FASTDDS_DEFAULT_PROFILES_FILE; Fast DDS 2.14 (Jazzy) reads only
-    # the old FASTRTPS_DEFAULT_PROFILES_FILE (measured: with the new name alone, Jazzy lost 10 of
-    # 10 512x512 frames). Both name the same file.
-    for name in PROFILE_VARIABLES:
-        env[name] = path
+    env[profile_variable(env)] = path
     return path
+
+
+def profile_variable(env: MutableMapping[str, str] = os.environ) -> str:
+    """The one variable the installed Fast DDS reads.
+
+    Fast DDS 2.14 (Jazzy) reads only FASTRTPS_DEFAULT_PROFILES_FILE (measured: with the new name
+    alone, Jazzy lost 10 of 10 512x512 frames). Fast DDS 3 (Kilted) reads
+    FASTDDS_DEFAULT_PROFILES_FILE, and its rmw loads a FASTRTPS_DEFAULT_PROFILES_FILE too, so
+    setting both loads the file twice ("There is other transport with the same id" errors at every
+    start). Wheels name their Fast DDS; a sourced distro names itself in ROS_DISTRO.
+    """
+    from importlib import metadata
+
+    for distribution, variable in (("ros-fastdds", PROFILE_VARIABLES[0]), ("ros-fastrtps", PROFILE_VARIABLES[1])):
+        try:
+            metadata.version(distribution)
+            return variable
+        except metadata.PackageNotFoundError:
+            pass
+    if env.get("ROS_DISTRO", "") in FAST_DDS_2_DISTROS:
+        return PROFILE_VARIABLES[1]
+    return PROFILE_VARIABLES[0]

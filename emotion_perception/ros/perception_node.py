@@ -98,6 +98,13 @@ class EmotionPerceptionNode(LifecycleNode):
     """Publishes every processed camera image's people and emotions on ``emotions``."""
 
     def __init__(self, model_kind: str, node_name: str, **kwargs: Any) -> None:
+        # Set by activate / ended by deactivate. Set before the base class registers the node with
+        # the context: a constructor that fails on a bad parameter leaves a node that rclpy's
+        # shutdown still destroys, and destroy_node must find these.
+        self._subscription: Any = None
+        self._worker: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._slot = LatestFrameSlot()
         super().__init__(node_name, **kwargs)
         if model_kind not in NODE_PARAMETERS:
             raise ValueError(f"unknown model kind '{model_kind}'")
@@ -122,14 +129,9 @@ class EmotionPerceptionNode(LifecycleNode):
         self._configure_error: str | None = None
         self._emotions_pub: Any = None
         self._debug_pub: Any = None
-        # Set by activate / ended by deactivate.
-        self._subscription: Any = None
-        self._worker: threading.Thread | None = None
-        self._stop = threading.Event()
 
         self._compressed = self._settings["input_transport"] == "compressed"
         self._use_cv_bridge = self._settings["image_converter"] == "cv_bridge"
-        self._slot = LatestFrameSlot()
         self._stats = RollingStats()
         self._outcomes = RecentOutcomes()
         self._last_warning: dict[str, float] = {}
