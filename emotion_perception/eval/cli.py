@@ -1,4 +1,4 @@
-"""``emotion-perception eval {benet,cahfw,calibrate,ablation}``: a checkpoint's paper metrics, predictions and plots.
+"""``emotion-perception eval {benet,cahfw,calibrate,ceiling,ablation}``: a checkpoint's paper metrics, predictions and plots.
 
 Only argparse at module level; the evaluation modules are imported when the command runs.
 """
@@ -41,6 +41,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                   description="Per-category label thresholds (best F1) from eval benet --split val.")
     calibrate.add_argument("predictions", type=Path, help="predictions.npz of 'eval benet --split val'")
     calibrate.add_argument("--out", type=Path, required=True, help="thresholds JSON (for train.ship --label-thresholds)")
+    ceiling = models.add_parser("ceiling", help="distance of synthetic-test predictions to the benchmark's ceiling",
+                                description="Cue-oracle ceiling of the synthetic scenes, and a model's mAP per cue kind "
+                                            "and per person height (eval/ceiling.py).")
+    ceiling.add_argument("predictions", type=Path, help="predictions.npz of 'eval benet' on a synthetic root")
+    ceiling.add_argument("--data", type=Path, required=True, help="the synthetic EMOTIC root (synth emotic --out)")
+    ceiling.add_argument("--split", choices=("val", "test"), default="test", help="split of the predictions")
+    ceiling.add_argument("--input-size", type=int, default=256, help="the network's input size (lite: 256)")
+    ceiling.add_argument("--out", type=Path, default=None, help="also write the report as JSON")
     ablation = models.add_parser("ablation", help="table + figure of a BENet head ablation's evaluated runs",
                                  description="Summarise <heads>_s<seed> run folders (scripts/ablation_benet_heads.sh): "
                                              "mean and spread over seeds per head set.")
@@ -71,6 +79,14 @@ def main(args: argparse.Namespace) -> int:
         from emotion_perception.eval.ablation import run
 
         return run(args, sys.stdout)
+    if args.model == "ceiling":
+        from emotion_perception.eval.ceiling import main_ceiling
+
+        try:
+            return main_ceiling(args.predictions, args.data, args.split, args.input_size, args.out)
+        except (OSError, ValueError, KeyError) as err:
+            print(f"emotion-perception eval ceiling: {err}", file=sys.stderr)
+            return 2
     if args.model == "calibrate":
         from emotion_perception.eval.calibration import main_calibrate
 
