@@ -18,3 +18,17 @@ class FieldError(ValueError):
         self.file = str(file)
         self.field_name = field_name
         self.problem = problem
+
+
+def quote_untrusted(value: object, limit: int = 64) -> str:
+    """``value`` fit for one log line when it comes from outside (a peer on the DDS domain, a
+    dataset file): quoted, control characters (newlines, ANSI escapes) escaped, and cut to
+    ``limit`` characters with the original length said, so that it can neither forge a log line
+    nor flood the log."""
+    text = value if isinstance(value, str) else str(value)
+    cut = text[:limit]
+    # repr escapes \n, \r, \x1b and every other non-printable character, and adds the quotes.
+    quoted = repr(cut)
+    if len(text) > limit:
+        quoted += f"... ({len(text)} characters)"
+    return quoted

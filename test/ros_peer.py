@@ -13,11 +13,13 @@ from emotion_perception.bench.replay import NodeProcess
 class Peer:
     """Test side: publishes images, collects /emotions, debug images and diagnostics."""
 
-    def __init__(self, image_topic: str, emotions_topic: str = "/emotions") -> None:
+    def __init__(self, image_topic: str, emotions_topic: str = "/emotions", compressed: bool = False) -> None:
+        """``compressed``: publish PNG CompressedImage frames on ``image_topic``/compressed
+        (for nodes with input_transport compressed) instead of raw Images."""
         import rclpy
         from diagnostic_msgs.msg import DiagnosticArray
         from rclpy.qos import QoSProfile, ReliabilityPolicy
-        from sensor_msgs.msg import Image
+        from sensor_msgs.msg import CompressedImage, Image
 
         from emotion_perception.msg import PersonEmotions
 
@@ -27,7 +29,10 @@ class Peer:
         self.node = rclpy.create_node("node_test_peer", context=self.context)
         self.executor = rclpy.executors.SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
-        self.images = self.node.create_publisher(Image, image_topic, QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE))
+        self.compressed = compressed
+        self.images = self.node.create_publisher(
+            CompressedImage if compressed else Image, f"{image_topic}/compressed" if compressed else image_topic,
+            QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE))
         self.emotions: dict[int, PersonEmotions] = {}
         self.debug: list[Image] = []
         self.diagnostics: list = []
@@ -63,11 +68,19 @@ class Peer:
         self.emotions.clear()
 
     def image(self, rgb: np.ndarray, stamp_ns: int, encoding: str = "rgb8", **override):
-        from sensor_msgs.msg import Image
+        """A frame of ``rgb``: a raw Image, or a PNG CompressedImage when the peer is compressed."""
+        from sensor_msgs.msg import CompressedImage, Image
 
         height, width = rgb.shape[:2]
-        msg = Image(height=height, width=width, encoding=encoding, is_bigendian=0, step=width * 3,
-                    data=np.ascontiguousarray(rgb).tobytes())
+        if self.compressed:
+            import cv2
+
+            ok, png = cv2.imencode(".png", cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2BGR))
+            assert ok
+            msg = CompressedImage(format="png", data=png.tobytes())
+        else:
+            msg = Image(height=height, width=width, encoding=encoding, is_bigendian=0, step=width * 3,
+                        data=np.ascontiguousarray(rgb).tobytes())
         msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(stamp_ns, 10**9)
         msg.header.frame_id = "test_camera"
         for key, value in override.items():

@@ -178,3 +178,55 @@ def test_input_size_parameter_sets_the_canvas(ros_env, tmp_path, frame):
     finally:
         peer.close()
         node.stop()
+
+
+def _peak_rss_mb(pid: int) -> float:
+    """The process's resident-memory high-water mark (VmHWM), in MB."""
+    with open(f"/proc/{pid}/status", encoding="ascii") as status:
+        line = next(line for line in status if line.startswith("VmHWM:"))
+    return int(line.split()[1]) / 1024
+
+
+def test_a_png_bomb_on_image_compressed_is_rejected_before_decoding(ros_env, tmp_path, frame):
+    # 250 KB of valid PNG that decode to 16000 x 16000 pixels: OpenCV (limit 2^30 pixels) used to
+    # decode it in full, 768 MB twice over and seconds of stall, before the model even ran.
+    from sensor_msgs.msg import CompressedImage
+
+    from encoded_images import png_bomb
+
+    log = tmp_path / "node.log"
+    node = NodeProcess("benet", {"input_transport": "compressed", "backend": "torch", "device": "cpu",
+                                 "diagnostics_period": 0.5}, "/lc_bomb/image", ros_env, log_path=log)
+    peer = Peer("/lc_bomb/image", compressed=True)
+    try:
+        peer.wait_for_node(node, frame)
+        started = time.monotonic()
+        peer.send_and_wait(peer.image(frame, 1_700_600_000 * 10**9))
+        normal_s = time.monotonic() - started
+        peak_before = _peak_rss_mb(node.process.pid)
+
+        bomb = CompressedImage(format="png", data=png_bomb(16000, 16000))
+        bomb.header.stamp.sec = 1_700_600_001
+        peer.images.publish(bomb)
+        assert peer.spin_until(lambda: int(peer.latest_counters().get("frames_rejected", 0)) >= 1, 10.0), \
+            (peer.latest_counters(), log.read_text()[-2000:])
+
+        started = time.monotonic()
+        out = peer.send_and_wait(peer.image(frame, 1_700_600_002 * 10**9))
+        assert out.header.stamp.sec == 1_700_600_002
+        assert time.monotonic() - started < max(3 * normal_s, normal_s + 1.0)  # its normal latency
+        assert 1_700_600_001 * 10**9 not in peer.emotions
+        assert _peak_rss_mb(node.process.pid) - peak_before < 200.0
+        assert node.alive()
+
+        # the limit is a parameter, changeable at run time: 320x240 frames are over 76799 pixels
+        (result,) = peer.set_parameters("benet_node", {"max_image_pixels": 320 * 240 - 1})
+        assert result.successful
+        rejected = int(peer.latest_counters()["frames_rejected"])
+        peer.images.publish(peer.image(frame, 1_700_600_003 * 10**9))
+        assert peer.spin_until(lambda: int(peer.latest_counters()["frames_rejected"]) > rejected, 10.0)
+        assert 1_700_600_003 * 10**9 not in peer.emotions
+    finally:
+        peer.close()
+        node.stop()
+    assert "PNG of 16000x16000 = 256000000 pixels is over the limit" in log.read_text()

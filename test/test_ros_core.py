@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import threading
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -19,6 +20,7 @@ from emotion_perception.ros.image_conversion import (
     image_to_rgb,
     raw_view,
     rgb_to_image_fields,
+    to_rgb,
 )
 from emotion_perception.ros.params import NODE_PARAMETERS, load_defaults
 from emotion_perception.runtime.labels import labels_over_threshold
@@ -116,10 +118,50 @@ def test_compressed_jpeg_and_png_decode_and_garbage_is_rejected():
     np.testing.assert_array_equal(compressed_to_rgb(SimpleNamespace(format="png", data=png.tobytes())), rgb)
     ok, jpeg = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
     assert compressed_to_rgb(SimpleNamespace(format="jpeg", data=jpeg.tobytes())).shape == (16, 16, 3)
-    with pytest.raises(ImageConversionError, match="cannot decode"):
+    with pytest.raises(ImageConversionError, match="not a PNG, JPEG, BMP, WebP image"):
         compressed_to_rgb(SimpleNamespace(format="jpeg", data=b"not an image"))
+    with pytest.raises(ImageConversionError, match="cannot decode"):  # a valid header, then garbage
+        compressed_to_rgb(SimpleNamespace(format="png", data=png.tobytes()[:40]))
     with pytest.raises(ImageConversionError, match="empty"):
         compressed_to_rgb(SimpleNamespace(format="jpeg", data=b""))
+
+
+def test_compressed_bomb_is_rejected_from_its_header_before_decoding():
+    from encoded_images import png_bomb
+
+    bomb = SimpleNamespace(format="png", data=png_bomb(16000, 16000))  # 250 KB, 256 M pixels
+    started = time.perf_counter()
+    with pytest.raises(ImageConversionError, match="PNG of 16000x16000 = 256000000 pixels is over the limit"):
+        to_rgb(bomb, compressed=True)
+    assert time.perf_counter() - started < 1.0  # decoding it takes seconds and 1.5 GB
+    small = SimpleNamespace(format="png", data=png_bomb(40, 30))
+    assert compressed_to_rgb(small, max_pixels=1200).shape == (30, 40, 3)
+    with pytest.raises(ImageConversionError, match="over the limit of 1199"):
+        compressed_to_rgb(small, max_pixels=1199)
+    # a format whose size we do not read is rejected, not decoded blind
+    ok, tiff = cv2.imencode(".tiff", _rgb(8, 8))
+    with pytest.raises(ImageConversionError, match="cannot be checked before decoding"):
+        compressed_to_rgb(SimpleNamespace(format="tiff", data=tiff.tobytes()))
+
+
+def test_raw_images_over_the_pixel_limit_are_rejected():
+    msg = _msg(_rgb(6, 8), "rgb8")
+    assert image_to_rgb(msg, max_pixels=48).shape == (6, 8, 3)
+    with pytest.raises(ImageConversionError, match="8x6 = 48 pixels is over the limit of 47"):
+        to_rgb(msg, max_pixels=47)
+
+
+@pytest.mark.parametrize("compressed, field", [(False, "encoding"), (True, "format")])
+def test_strings_from_the_wire_are_quoted_and_cut_in_errors(compressed, field):
+    forged = "x\n[ERROR] [benet_node]: forged line \x1b[31mred" + "A" * 1_000_000
+    msg = _msg(_rgb(), "rgb8") if not compressed else SimpleNamespace(format="png", data=b"garbage bytes")
+    setattr(msg, field, forged)
+    with pytest.raises(ImageConversionError) as err:
+        to_rgb(msg, compressed=compressed)
+    text = str(err.value)
+    assert "\n" not in text and "\x1b" not in text  # no raw newline or escape reaches a log line
+    assert "\\n[ERROR]" in text and "\\x1b" in text  # shown escaped, inside quotes
+    assert len(text) < 400 and f"({len(forged)} characters)" in text
 
 
 def test_debug_image_fields_round_trip():

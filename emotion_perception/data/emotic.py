@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from emotion_perception.data.categories import EMOTIC_CATEGORIES, vad_to_unit
-from emotion_perception.data.imageio import image_size
+from emotion_perception.data.imageio import ImageError, image_size
 from emotion_perception.data.records import AnnotationError, ImageRecord, PersonRecord
 from emotion_perception.data.report import ReadReport
 
@@ -331,7 +331,10 @@ def _image_size_order(path: Path, sizes: dict[Path, tuple[float, float]]) -> str
     for image_path, (a, b) in sizes.items():
         if a == b or not image_path.is_file():
             continue
-        width, height = image_size(image_path)
+        try:
+            width, height = image_size(image_path)
+        except (FileNotFoundError, ImageError):
+            continue  # no vote; the image itself is skipped and reported when it is read
         if (height, width) == (a, b):
             votes["hw"] += 1
         elif (width, height) == (a, b):

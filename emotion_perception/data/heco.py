@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from emotion_perception.data.categories import EMOTIC_CATEGORIES, HECO_CATEGORIES, vad_to_unit
-from emotion_perception.data.imageio import image_size
+from emotion_perception.data.imageio import ImageError, image_size
 from emotion_perception.data.records import AnnotationError, ImageRecord, PersonRecord
 from emotion_perception.data.report import ReadReport
 
@@ -153,9 +153,14 @@ def load_heco(
                 report.skip_image("image file not found", name)
                 grouped[name] = None
             else:
-                width, height = image_size(image_path)
-                grouped[name] = ImageRecord(path=image_path, width=width, height=height, people=[],
-                                            split=HECO_SPLIT, source="heco")
+                try:
+                    width, height = image_size(image_path)
+                except (FileNotFoundError, ImageError) as err:
+                    report.skip_image("image unreadable or not PNG/JPEG/BMP/WebP", f"{name}: {err}")
+                    grouped[name] = None
+                else:
+                    grouped[name] = ImageRecord(path=image_path, width=width, height=height, people=[],
+                                                split=HECO_SPLIT, source="heco")
         record = grouped[name]
         if record is None:
             continue

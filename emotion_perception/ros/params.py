@@ -50,6 +50,7 @@ COMMON_PARAMETERS: tuple[ParameterSpec, ...] = (
     ParameterSpec("max_people", int, "At most this many people per image, strongest first.", min_value=1, max_value=100),
     ParameterSpec("emotion_threshold", float, "A category enters PersonEmotion.labels when its score reaches this.", min_value=0.0, max_value=1.0),
     ParameterSpec("publish_debug_image", bool, "Publish an annotated image on emotions/debug_image."),
+    ParameterSpec("max_image_pixels", int, "Frames with more pixels (width x height) are rejected before conversion; compressed frames by the size in their PNG/JPEG/BMP/WebP header, before decoding (other formats are rejected).", min_value=1, max_value=2**30),
     ParameterSpec("input_transport", str, "raw: sensor_msgs/Image on 'image'; compressed: sensor_msgs/CompressedImage (JPEG/PNG) on 'image/compressed'.", read_only=True, choices=("raw", "compressed")),
     ParameterSpec("qos_reliability", str, "Input subscription reliability: best_effort (sensor data, default for cameras) or reliable.", read_only=True, choices=("best_effort", "reliable")),
     ParameterSpec("diagnostics_period", float, "Seconds between /diagnostics messages.", read_only=True, min_value=0.1, max_value=60.0),

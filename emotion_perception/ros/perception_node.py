@@ -329,7 +329,8 @@ class EmotionPerceptionNode(LifecycleNode):
     def _process(self, msg) -> None:
         started = time.perf_counter()  # latency includes the image conversion / decoding
         try:
-            rgb = to_rgb(msg, compressed=self._compressed, prefer_cv_bridge=self._use_cv_bridge)
+            rgb = to_rgb(msg, compressed=self._compressed, prefer_cv_bridge=self._use_cv_bridge,
+                         max_pixels=self._settings["max_image_pixels"])
         except ImageConversionError as err:
             self._slot.count("rejected")
             self._warn_throttled("convert", f"frame rejected: {err}")
