@@ -3,7 +3,8 @@
 # the paper (BU, BU+Det, BU+Det+PC, BU+Det+PC+BG) x seeds, each trained for the same number of
 # optimisation steps and evaluated (final.pt) on the synthetic test split.
 #
-#   scripts/ablation_benet_heads.sh [STEPS] [SEEDS] [JOBS]      (defaults: 400 "0 1" 2)
+#   scripts/ablation_benet_heads.sh [STEPS] [SEEDS] [JOBS] [HEAD_SETS]
+#   (defaults: 400 "0 1" 2 "bu bu_det_pc_bg bu_det bu_det_pc")
 #
 # JOBS runs go side by side, one thread each (on a 2-core machine 2 single-thread runs train
 # faster in total than one 2-thread run). Runs land in runs/ablation_benet/<heads>_s<seed>/,
@@ -14,6 +15,7 @@ cd "$(dirname "$0")/.."
 STEPS=${1:-400}
 SEEDS=${2:-"0 1"}
 JOBS=${3:-2}
+HEAD_SETS=${4:-"bu bu_det_pc_bg bu_det bu_det_pc"}
 DATA=data_gen/emotic_synth
 OUT=runs/ablation_benet
 CLI=${EMOTION_PERCEPTION_CLI:-.venv/bin/emotion-perception}
@@ -36,7 +38,7 @@ export -f one_run
 export OUT DATA STEPS CLI
 
 # Every head set's first seed before any second seed: a cut-short session still has one full row.
-for seed in $SEEDS; do for heads in bu bu_det_pc_bg bu_det bu_det_pc; do echo "$heads $seed"; done; done \
+for seed in $SEEDS; do for heads in $HEAD_SETS; do echo "$heads $seed"; done; done \
     | xargs -P "$JOBS" -L 1 bash -c 'one_run "$0" "$1"'
 
 "$CLI" eval ablation "$OUT" > "$OUT/summary.md"

@@ -148,6 +148,20 @@ def test_detection_ap_hand_built_case() -> None:
     assert stats["AR100"] == pytest.approx((3 * 1.0 + 7 * 0.5) / 10, abs=1e-9)
 
 
+def test_detection_ap_keeps_the_best_detections_per_image_and_a_headline_ap() -> None:
+    # The public decoding keeps 15 detections: the headline AP must stay defined (COCOeval's
+    # summary reads AP at maxDets 100 only), computed on each image's best-scored detections.
+    a, b = [100, 100, 140, 180], [300, 50, 400, 150]
+    images = [
+        _image([a], [[500, 500, 540, 560], a], [0.8, 0.9]),  # the hit scores higher
+        _image([b], [[300, 50, 400, 207]], [0.7]),
+    ]
+    stats = M.detection_ap(images, max_detections=1)
+    # Kept: a (hit at every IoU) and B's detection (IoU 0.637: a hit at 0.50-0.60 only).
+    assert stats["AP"] == pytest.approx((3 * 1.0 + 7 * 51 / 101) / 10, abs=1e-9)
+    assert stats["AP50"] == pytest.approx(1.0)
+
+
 def test_detection_ap_without_detections_is_zero() -> None:
     stats = M.detection_ap([_image([[0, 0, 50, 50]], np.zeros((0, 4)), [])])
     assert stats["AP"] == 0.0 and stats["AR100"] == 0.0

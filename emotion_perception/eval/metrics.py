@@ -206,7 +206,9 @@ def detection_ap(images: Sequence[ImageDetections], max_detections: int = 100) -
     """Person detection AP/AR with the COCO API (pycocotools), one category ``person``.
 
     Returns COCO's 12 summary numbers by name (see :data:`COCO_STAT_NAMES`); a number COCO
-    leaves undefined (-1, e.g. no ground truth in an area range) is NaN.
+    leaves undefined (-1, e.g. no ground truth in an area range) is NaN. Each image keeps its
+    ``max_detections`` best-scored detections; COCOeval itself keeps its maxDets 1/10/100,
+    because its summary reads AP at exactly 100 (with maxDets [1, 10, 15] the headline AP is -1).
     """
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
@@ -220,7 +222,9 @@ def detection_ap(images: Sequence[ImageDetections], max_detections: int = 100) -
                 "bbox": box.tolist(), "area": float(box[2] * box[3]), "iscrowd": 0,
             })
         scores = np.asarray(image.det_scores, dtype=np.float64).ravel()
-        for box, score in zip(xyxy_to_xywh(image.det_boxes), scores):
+        kept = np.argsort(-scores, kind="stable")[:max_detections]
+        boxes = np.asarray(image.det_boxes, dtype=np.float64).reshape(-1, 4)
+        for box, score in zip(xyxy_to_xywh(boxes[kept]), scores[kept]):
             det_entries.append({
                 "id": len(det_entries) + 1, "image_id": image_id, "category_id": 1,
                 "bbox": box.tolist(), "area": float(box[2] * box[3]), "score": float(score), "iscrowd": 0,
@@ -237,7 +241,6 @@ def detection_ap(images: Sequence[ImageDetections], max_detections: int = 100) -
         coco_dt.dataset = {"images": image_entries, "annotations": det_entries, "categories": categories}
         coco_dt.createIndex()
         evaluator = COCOeval(coco_gt, coco_dt, iouType="bbox")
-        evaluator.params.maxDets = [1, 10, max_detections]
         evaluator.evaluate()
         evaluator.accumulate()
         evaluator.summarize()
