@@ -81,6 +81,91 @@ def test_predict_errors_are_one_clear_line(workspace, capsys):
     assert "detection_threshold must be in [0, 1]" in capsys.readouterr().err
 
 
+def test_predict_streams_images_one_at_a_time(workspace, monkeypatch):
+    import emotion_perception.data.imageio as imageio
+    import emotion_perception.runtime.predictor as predictor_module
+
+    events: list[str] = []
+    real_read, real_load = imageio.read_rgb, predictor_module.load_predictor
+
+    def read(path, **kwargs):
+        events.append(f"read {path.name}")
+        return real_read(path, **kwargs)
+
+    def load(*args, **kwargs):
+        predictor = real_load(*args, **kwargs)
+        real_predict = predictor.predict
+        predictor.predict = lambda image, **options: events.append("predict") or real_predict(image, **options)
+        return predictor
+
+    monkeypatch.setattr(imageio, "read_rgb", read)
+    monkeypatch.setattr(predictor_module, "load_predictor", load)
+    paths = workspace["images"]
+    assert cli_main(["predict", "--model", str(workspace["benet"]), "--backend", "torch", "--device", "cpu",
+                     *map(str, paths)]) == 0
+    # each image is read just before its inference (not every image decoded first)
+    assert events == [f"read {paths[0].name}", "predict", f"read {paths[1].name}", "predict"]
+
+
+def test_predict_skips_and_reports_unusable_images(workspace, tmp_path, capsys):
+    import cv2
+
+    from encoded_images import png_bomb
+
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(png_bomb(16000, 16000))
+    tiff = tmp_path / "scene.tiff"
+    cv2.imwrite(str(tiff), np.zeros((8, 8, 3), np.uint8))
+    good = workspace["images"][1]
+    out = tmp_path / "out.json"
+    code = cli_main(["predict", "--model", str(workspace["benet"]), "--backend", "torch", "--device", "cpu",
+                     "--json", str(out), str(bomb), str(tmp_path / "missing.png"), str(good), str(tiff)])
+    assert code == 2  # something was skipped
+    captured = capsys.readouterr()
+    assert f"{good}: " in captured.out  # the usable image is still predicted
+    lines = [line for line in captured.err.splitlines() if line.startswith("skipped: ")]
+    assert len(lines) == 3 and "Traceback" not in captured.err
+    assert "16000x16000 = 256000000 pixels is over the limit" in lines[0]
+    assert "missing.png: image missing or unreadable" in lines[1]
+    assert "scene.tiff: not a PNG, JPEG, BMP, WebP image" in lines[2]
+    assert "3 of 4 images skipped" in captured.err
+    document = json.loads(out.read_text())
+    assert [image["path"] for image in document["images"]] == [str(good)]
+    assert [entry["path"] for entry in document["skipped"]] == [str(bomb), str(tmp_path / "missing.png"), str(tiff)]
+    # the limit is an option
+    assert cli_main(["predict", "--model", str(workspace["benet"]), "--backend", "torch", "--device", "cpu",
+                     "--max-image-pixels", str(64 * 64 - 1), str(good)]) == 2
+    assert "64x64 = 4096 pixels is over the limit of 4095" in capsys.readouterr().err
+
+
+def test_predict_draw_keeps_the_drawings_of_inputs_sharing_a_stem(workspace, tmp_path):
+    first, second = tmp_path / "a" / "scene.png", tmp_path / "b" / "scene.jpg"
+    for path, source in ((first, workspace["images"][0]), (second, workspace["images"][1])):
+        path.parent.mkdir()
+        write_rgb(path, read_rgb(source))
+    draw = tmp_path / "drawn"
+    assert cli_main(["predict", "--model", str(workspace["benet"]), "--backend", "torch", "--device", "cpu",
+                     "--draw", str(draw), str(first), str(second)]) == 0
+    assert sorted(p.name for p in draw.iterdir()) == ["scene-2.pred.png", "scene.pred.png"]
+    assert read_rgb(draw / "scene.pred.png").shape == read_rgb(first).shape
+    assert read_rgb(draw / "scene-2.pred.png").shape == read_rgb(second).shape
+
+
+@pytest.mark.parametrize("option, target, says", [
+    ("--draw", "file", "is a file, not a folder"),
+    ("--json", "folder", "is a folder, not a file"),
+    ("--json", "file/out.json", "is a file, not a folder"),
+])
+def test_predict_output_targets_of_the_wrong_kind_are_one_line(workspace, tmp_path, capsys, option, target, says):
+    (tmp_path / "file").write_text("x")
+    (tmp_path / "folder").mkdir()
+    code = cli_main(["predict", "--model", str(workspace["benet"]), "--backend", "torch", "--device", "cpu",
+                     option, str(tmp_path / target), str(workspace["images"][0])])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and says in err and "Traceback" not in err
+
+
 def test_bench_model_reports_latency_and_people_scaling(workspace, capsys):
     out = workspace["root"] / "bench.json"
     code = cli_main(["bench", "model", "--model", "benet:tiny", "--backends", "onnxruntime", "--device", "cpu",

@@ -33,6 +33,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", type=Path, help="write the predictions to this JSON file")
     parser.add_argument("--draw", type=Path, metavar="DIR", help="write images with boxes and labels to DIR")
     parser.add_argument("--cache-dir", type=Path, help="where exported ONNX models and engines are cached")
+    parser.add_argument("--max-image-pixels", type=int, default=None, metavar="N",
+                        help="refuse images with more pixels, read from their header before decoding "
+                             "(default: 2^25; formats other than PNG, JPEG, BMP, WebP are refused)")
 
 
 def person_record(person: Any, categories: tuple[str, ...], top: int) -> dict[str, Any]:
@@ -52,6 +55,28 @@ def person_record(person: Any, categories: tuple[str, ...], top: int) -> dict[st
     }
 
 
+def draw_path(directory: Path, image_path: Path, used: set[str]) -> Path:
+    """``<stem>.pred.png`` in ``directory``; inputs sharing a stem (a/x.jpg, b/x.png) get
+    ``<stem>-2.pred.png``, ``-3`` ... in command-line order, so no drawing overwrites another."""
+    name, number = f"{image_path.stem}.pred.png", 1
+    while name in used:
+        number += 1
+        name = f"{image_path.stem}-{number}.pred.png"
+    used.add(name)
+    return directory / name
+
+
+def output_target_problem(args: argparse.Namespace) -> str | None:
+    """Why ``--draw`` / ``--json`` cannot be written, checked before any model loads."""
+    if args.draw is not None and args.draw.exists() and not args.draw.is_dir():
+        return f"--draw {args.draw}: is a file, not a folder"
+    if args.json is not None and args.json.is_dir():
+        return f"--json {args.json}: is a folder, not a file"
+    if args.json is not None and args.json.parent.exists() and not args.json.parent.is_dir():
+        return f"--json {args.json}: {args.json.parent} is a file, not a folder"
+    return None
+
+
 def main(args: argparse.Namespace) -> int:
     import json
     import logging
@@ -60,15 +85,21 @@ def main(args: argparse.Namespace) -> int:
 
     import numpy as np
 
-    from emotion_perception.data.imageio import read_rgb, write_rgb
+    from emotion_perception.data.imageio import DEFAULT_MAX_IMAGE_PIXELS, ImageError, read_rgb, write_rgb
     from emotion_perception.runtime.draw import caption, draw_people
     from emotion_perception.runtime.predictor import load_predictor
 
     # Our own progress at INFO; third-party libraries (ONNX Runtime's quantiser) only warnings.
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("emotion_perception").setLevel(logging.INFO)
+    max_pixels = DEFAULT_MAX_IMAGE_PIXELS if args.max_image_pixels is None else args.max_image_pixels
+    problem = output_target_problem(args)
+    if problem is None and max_pixels < 1:
+        problem = f"--max-image-pixels must be >= 1, got {max_pixels}"
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     try:
-        images = [(path, read_rgb(path)) for path in args.images]
         predictor = load_predictor(
             args.model, backend=args.backend, device=args.device,
             input_size=tuple(args.input_size) if args.input_size else None, precision=args.precision,
@@ -79,7 +110,17 @@ def main(args: argparse.Namespace) -> int:
         return 2
     categories = predictor.categories
     results = []
-    for path, image in images:
+    skipped: list[dict[str, str]] = []
+    drawn_names: set[str] = set()
+    # One image at a time: read, infer, report, draw, then let it go (memory stays one image).
+    for path in args.images:
+        try:
+            image = read_rgb(path, max_pixels=max_pixels)
+        except (FileNotFoundError, ImageError) as err:
+            # An unusable input is skipped and reported; the others are still processed.
+            print(f"skipped: {err}", file=sys.stderr)
+            skipped.append({"path": str(path), "reason": str(err)})
+            continue
         started = time.perf_counter()
         try:
             people = predictor.predict(image, detection_threshold=args.threshold, max_people=args.max_people,
@@ -97,11 +138,16 @@ def main(args: argparse.Namespace) -> int:
         results.append({"path": str(path), "width": int(image.shape[1]), "height": int(image.shape[0]),
                         "latency_ms": round(latency_ms, 3), "people": records})
         if args.draw is not None:
-            args.draw.mkdir(parents=True, exist_ok=True)
             captions = [caption(r["score"], [t["label"] for t in r["top_labels"]], [t["score"] for t in r["top_labels"]])
                         for r in records]
             boxes = np.array([p.box for p in people], dtype=np.float32).reshape(-1, 4)
-            write_rgb(args.draw / f"{path.stem}.pred.png", draw_people(image, boxes, captions))
+            target = draw_path(args.draw, path, drawn_names)
+            try:
+                args.draw.mkdir(parents=True, exist_ok=True)
+                write_rgb(target, draw_people(image, boxes, captions))
+            except OSError as err:
+                print(f"error: --draw {target}: cannot write ({err.strerror or err})", file=sys.stderr)
+                return 2
     if args.json is not None:
         document = {
             "model": {"path": str(args.model), "model_name": predictor.model_name, "preset": predictor.card.preset,
@@ -109,8 +155,16 @@ def main(args: argparse.Namespace) -> int:
                       "categories": list(categories), "has_vad": predictor.has_vad},
             "settings": {"threshold": args.threshold, "max_people": args.max_people, "flip_test": args.flip_test},
             "images": results,
+            "skipped": skipped,
         }
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+        try:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+        except OSError as err:
+            print(f"error: --json {args.json}: cannot write ({err.strerror or err})", file=sys.stderr)
+            return 2
         print(f"wrote {args.json}")
+    if skipped:
+        print(f"{len(skipped)} of {len(args.images)} images skipped (unreadable, refused or too large)", file=sys.stderr)
+        return 2
     return 0
