@@ -40,7 +40,7 @@ fi
 
 # Everything that changes what this script would produce goes into the stamp.
 inputs_hash() {
-  (cd "$ROOT" && cat scripts/setup.sh scripts/requirements.txt scripts/constraints.txt scripts/ros-*-build-packages.txt scripts/install_ament_layout.py emotion_perception/export/external_models.py setup.py package.xml CMakeLists.txt msg/*.msg
+  (cd "$ROOT" && cat scripts/setup.sh scripts/requirements.txt scripts/requirements-nodeps.txt scripts/constraints.txt scripts/ros-*-build-packages.txt scripts/install_ament_layout.py emotion_perception/export/external_models.py setup.py package.xml CMakeLists.txt msg/*.msg
    ls -R launch config models; echo "$MODE"; "$PY" --version) | sha256sum | cut -d' ' -f1
 }
 WANT="$(inputs_hash)"
@@ -134,6 +134,9 @@ else
   CONSTRAINTS=(-c "$SYSTEM_CONSTRAINTS")
 fi
 "${PIP[@]}" -r "$ROOT/scripts/requirements.txt" "${CONSTRAINTS[@]}"
+# Packages whose declared opencv-python would add a second OpenCV (their other dependencies are in
+# requirements.txt): scripts/requirements-nodeps.txt says which and why.
+"${PIP[@]}" --no-deps -r "$ROOT/scripts/requirements-nodeps.txt" "${CONSTRAINTS[@]}"
 
 # --- 5. messages -----------------------------------------------------------------------------
 # Built with CMake straight into the venv prefix: libraries land in .venv/lib (on the library
