@@ -20,6 +20,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("emotion_perception.eval.cli", "evaluate a checkpoint with the papers' metrics"),
     "export": ("emotion_perception.export.cli", "export a checkpoint to ONNX or a TensorRT engine"),
     "predict": ("emotion_perception.runtime.cli", "run a model on images and print/draw people and emotions"),
+    "track": ("emotion_perception.runtime.track_cli",
+              "run a model and the people tracker over a sequence; MOTChallenge output + per-track emotions"),
     "bench": ("emotion_perception.bench.cli", "benchmark models (latency, throughput) and nodes (rosbag replay)"),
     "models": ("emotion_perception.export.external_models",
                "obtain the pinned third-party models (MTCNN face detector, face-expression model)"),

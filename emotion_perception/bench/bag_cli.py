@@ -13,6 +13,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     source = make.add_mutually_exclusive_group(required=True)
     source.add_argument("--images", metavar="DIR", help="folder of images (png/jpg/bmp), taken in name order")
     source.add_argument("--synthetic", type=int, metavar="N", help="N synthetic scenes (ground truth saved beside the bag)")
+    source.add_argument("--sequence", metavar="DIR", help="a MOTChallenge sequence folder (synth sequence): its frames at its frameRate unless --rate is given")
     source.add_argument("--photo-faces", type=int, metavar="N",
                         help="N frames tiling a real photo's face (--people copies; default photo: scikit-image's "
                              "astronaut), for comparisons that need dlib to find real faces")
@@ -23,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     make.add_argument("--size", type=int, nargs=2, default=(640, 480), metavar=("W", "H"), help="synthetic frame size (default 640 480)")
     make.add_argument("--seed", type=int, default=0)
     make.add_argument("--out", required=True, help="bag directory to create (must not exist)")
-    make.add_argument("--rate", type=float, default=15.0, help="frames per second of the recording (default 15)")
+    make.add_argument("--rate", type=float, default=None, help="frames per second of the recording (default 15; --sequence: its frameRate)")
     make.add_argument("--topic", default="/camera/image_raw")
     make.add_argument("--frame-id", default="camera")
     make.add_argument("--compressed", choices=("jpeg", "png"), default=None, help="store CompressedImage instead of raw rgb8")
@@ -38,7 +39,17 @@ def main(args: argparse.Namespace) -> int:
     from emotion_perception.bench.bag_io import write_image_bag
 
     annotations = None
-    if args.images:
+    if args.sequence:
+        from emotion_perception.data.imageio import read_rgb
+        from emotion_perception.data.synth.sequence import read_sequence_info
+
+        try:
+            sequence = read_sequence_info(args.sequence)
+        except FileNotFoundError as err:
+            raise SystemExit(f"bag make: {err}")
+        args.rate = args.rate or sequence.rate_hz
+        frames = (read_rgb(p) for p in tqdm(sequence.frame_paths, desc="frames", unit="img"))
+    elif args.images:
         from emotion_perception.data.imageio import read_rgb
 
         paths = sorted(p for p in Path(args.images).iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp"))
@@ -74,6 +85,7 @@ def main(args: argparse.Namespace) -> int:
 
         frame_list, annotations = synthetic_frames(args.synthetic, args.people, *args.size, seed=args.seed)
         frames = iter(frame_list)
+    args.rate = args.rate or 15.0
     count = write_image_bag(args.out, frames, args.rate, topic=args.topic, frame_id=args.frame_id,
                             compressed=args.compressed, storage=args.storage, annotations=annotations)
     print(f"wrote {count} frames to {args.out} ({args.storage}, {args.compressed or 'rgb8'}, {args.rate:g} Hz, topic {args.topic})")

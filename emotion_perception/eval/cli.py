@@ -1,4 +1,4 @@
-"""``emotion-perception eval {benet,cahfw,calibrate,ceiling,ablation}``: a checkpoint's paper metrics, predictions and plots.
+"""``emotion-perception eval {benet,cahfw,calibrate,ceiling,tracking,ablation}``: a checkpoint's paper metrics, predictions and plots.
 
 Only argparse at module level; the evaluation modules are imported when the command runs.
 """
@@ -49,6 +49,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     ceiling.add_argument("--split", choices=("val", "test"), default="test", help="split of the predictions")
     ceiling.add_argument("--input-size", type=int, default=256, help="the network's input size (lite: 256)")
     ceiling.add_argument("--out", type=Path, default=None, help="also write the report as JSON")
+    tracking = models.add_parser("tracking", help="IDF1, MOTA, ID switches, HOTA (TrackEval) and label flicker of a tracker's output",
+                                 description="Compare a tracker's MOTChallenge output with a sequence's gt/gt.txt (TrackEval's "
+                                             "HOTA, CLEAR and Identity metrics); with PRED.emotions.csv beside it, label flicker "
+                                             "from raw and smoothed scores.")
+    tracking.add_argument("--gt", type=Path, required=True, help="the sequence folder (gt/gt.txt, seqinfo.ini)")
+    tracking.add_argument("--pred", type=Path, required=True, help="tracker output in the MOTChallenge format (emotion-perception track --out)")
+    tracking.add_argument("--json", type=Path, default=None, help="also write the figures as JSON")
     ablation = models.add_parser("ablation", help="table + figure of a BENet head ablation's evaluated runs",
                                  description="Summarise <heads>_s<seed> run folders (scripts/ablation_benet_heads.sh): "
                                              "mean and spread over seeds per head set.")
@@ -86,6 +93,14 @@ def main(args: argparse.Namespace) -> int:
             return main_ceiling(args.predictions, args.data, args.split, args.input_size, args.out)
         except (OSError, ValueError, KeyError) as err:
             print(f"emotion-perception eval ceiling: {err}", file=sys.stderr)
+            return 2
+    if args.model == "tracking":
+        from emotion_perception.eval.tracking import main_tracking
+
+        try:
+            return main_tracking(args.gt, args.pred, args.json)
+        except (OSError, ValueError) as err:
+            print(f"emotion-perception eval tracking: {err}", file=sys.stderr)
             return 2
     if args.model == "calibrate":
         from emotion_perception.eval.calibration import main_calibrate

@@ -55,6 +55,11 @@ COMMON_PARAMETERS: tuple[ParameterSpec, ...] = (
     ParameterSpec("qos_reliability", str, "Input subscription reliability: best_effort (sensor data, default for cameras) or reliable.", read_only=True, choices=("best_effort", "reliable")),
     ParameterSpec("diagnostics_period", float, "Seconds between /diagnostics messages.", read_only=True, min_value=0.1, max_value=60.0),
     ParameterSpec("image_converter", str, "How raw images become RGB: numpy (default, no compiled ROS code involved) or cv_bridge (only where the installed cv_bridge is known to work with this numpy).", read_only=True, choices=("numpy", "cv_bridge")),
+    ParameterSpec("tracking", bool, "Track people over frames: PersonEmotion.id is a stable track id and scores are smoothed per track; false: id is the index in the message and scores are per frame.", read_only=True),
+    ParameterSpec("track_confirmation_frames", int, "Consecutive frames a new person must be matched before the track is confirmed and gets an id (before that: id is empty).", read_only=True, min_value=1, max_value=30),
+    ParameterSpec("track_lost_timeout", float, "Seconds (of image header stamps) a track survives without a detection before it ends; its id is never reused.", read_only=True, min_value=0.0, max_value=60.0),
+    ParameterSpec("smoothing_time_constant", float, "Time constant in seconds of the per-track exponential smoothing of scores and VAD (stamp-based); 0: no smoothing. Labels come from the smoothed scores.", min_value=0.0, max_value=60.0),
+    ParameterSpec("publish_raw_emotions", bool, "Also publish the unsmoothed per-frame scores, labels and VAD (same ids) on emotions/raw."),
     ParameterSpec("autostart", bool, "Walk the lifecycle through configure and activate at start-up; false: wait unconfigured for lifecycle transitions (change_state).", read_only=True),
 )
 

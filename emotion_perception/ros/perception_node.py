@@ -128,7 +128,12 @@ class EmotionPerceptionNode(LifecycleNode):
         self._categories: tuple[str, ...] = ()
         self._configure_error: str | None = None
         self._emotions_pub: Any = None
+        self._raw_pub: Any = None
         self._debug_pub: Any = None
+        # One tracker for the node's life, so that track ids stay unique across deactivate /
+        # activate (activate forgets the tracks, not the ids given out); made at first configure.
+        self._tracker: Any = None
+        self._active_tracks = 0
 
         self._compressed = self._settings["input_transport"] == "compressed"
         self._use_cv_bridge = self._settings["image_converter"] == "cv_bridge"
@@ -178,6 +183,15 @@ class EmotionPerceptionNode(LifecycleNode):
         output_qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
         self._emotions_pub = self.create_lifecycle_publisher(PersonEmotions, "emotions", output_qos)
         self._debug_pub = self.create_lifecycle_publisher(Image, "emotions/debug_image", output_qos)
+        self._raw_pub = self.create_lifecycle_publisher(PersonEmotions, "emotions/raw", output_qos)
+        if self._settings["tracking"] and self._tracker is None:
+            from emotion_perception.runtime.smoothing import SmoothingSettings
+            from emotion_perception.runtime.tracking import PersonTracker, TrackingSettings
+
+            self._tracker = PersonTracker(
+                TrackingSettings(confirmation_frames=self._settings["track_confirmation_frames"],
+                                 lost_timeout_s=self._settings["track_lost_timeout"]),
+                SmoothingSettings(self._settings["smoothing_time_constant"]))
         self.get_logger().info(
             f"configured: {self._predictor.model_name} on {self._predictor.backend_name}/{self._predictor.device}: "
             f"{len(self._categories)} categories, VAD {'on' if self._predictor.has_vad else 'off'}, "
@@ -202,6 +216,9 @@ class EmotionPerceptionNode(LifecycleNode):
                                durability=DurabilityPolicy.VOLATILE)
         topic, msg_type = ("image/compressed", CompressedImage) if self._compressed else ("image", Image)
         self._outcomes.clear()
+        if self._tracker is not None:
+            self._tracker.reset()  # frames before a pause say nothing about who is there now
+            self._active_tracks = 0
         self._slot.reopen()
         self._stop.clear()
         self._worker = threading.Thread(target=self._run_worker, name=f"{self.get_name()}_inference", daemon=True)
@@ -245,10 +262,10 @@ class EmotionPerceptionNode(LifecycleNode):
             self._worker = None
 
     def _release_model(self) -> None:
-        for publisher in (self._emotions_pub, self._debug_pub):
+        for publisher in (self._emotions_pub, self._raw_pub, self._debug_pub):
             if publisher is not None:
                 self.destroy_lifecycle_publisher(publisher)
-        self._emotions_pub = self._debug_pub = None
+        self._emotions_pub = self._raw_pub = self._debug_pub = None
         device = str(getattr(self._predictor, "device", "cpu"))
         self._predictor = None
         self._categories = ()
@@ -341,23 +358,40 @@ class EmotionPerceptionNode(LifecycleNode):
             rgb, detection_threshold=settings["detection_threshold"],
             max_people=settings["max_people"], **options,
         )
+        ids = [str(index) for index in range(len(people))]
+        smoothed = [(p.scores, p.vad) for p in people]
+        if self._tracker is not None:
+            if self._tracker.smoothing.time_constant_s != settings["smoothing_time_constant"]:
+                from emotion_perception.runtime.smoothing import SmoothingSettings
+
+                self._tracker.set_smoothing(SmoothingSettings(settings["smoothing_time_constant"]))
+            # Header stamps, not arrival times: a replayed bag, sim time and a live camera alike.
+            tracked = self._tracker.update(people, msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9)
+            self._active_tracks = self._tracker.active_tracks
+            ids = [person.track_id for person in tracked]
+            smoothed = [(person.scores, person.vad) for person in tracked]
         self._stats.add_latency((time.perf_counter() - started) * 1000.0)
-        out = self._to_message(msg.header, people, settings["emotion_threshold"])
+        out = self._to_message(msg.header, people, ids, smoothed, settings["emotion_threshold"])
         self._emotions_pub.publish(out)
+        if settings["publish_raw_emotions"]:
+            raw = [(p.scores, p.vad) for p in people]
+            self._raw_pub.publish(self._to_message(msg.header, people, ids, raw, settings["emotion_threshold"]))
         if settings["publish_debug_image"]:
             self._publish_debug_image(msg.header, rgb, out)
         self._slot.count("processed")
         self._outcomes.record_processed()
-    def _to_message(self, header, people, emotion_threshold: float) -> PersonEmotions:
+    def _to_message(self, header, people, ids: list[str], emotions: list[tuple[Any, Any]],
+                    emotion_threshold: float) -> PersonEmotions:
+        """``ids`` and ``emotions`` ((scores, vad) per person: smoothed or raw) in the order of ``people``."""
         calibrated = self._predictor.card.label_thresholds
         per_category = calibrated if calibrated and emotion_threshold == self._default_emotion_threshold else None
         out = PersonEmotions(header=header, model=self._predictor.model_name, categories=list(self._categories))
-        for index, person in enumerate(people):
-            scores = np.asarray(person.scores, dtype=np.float32)
-            vad = np.asarray(person.vad, dtype=np.float32).reshape(3)
+        for person, person_id, (person_scores, person_vad) in zip(people, ids, emotions):
+            scores = np.asarray(person_scores, dtype=np.float32)
+            vad = np.asarray(person_vad, dtype=np.float32).reshape(3)
             x_min, y_min, x_max, y_max = (float(v) for v in person.box)
             out.people.append(PersonEmotion(
-                id=str(index), score=float(person.score),
+                id=person_id, score=float(person.score),
                 x_min=x_min, y_min=y_min, x_max=x_max, y_max=y_max,
                 scores=scores.tolist(),
                 labels=confident_labels(scores, self._categories, emotion_threshold,
@@ -408,6 +442,8 @@ class EmotionPerceptionNode(LifecycleNode):
             "latency_ms_p99": f"{latency['p99']:.2f}",
             "last_failure": outcomes.last_failure or "",
             "trained_on": predictor.card.trained_on if predictor else "",
+            # Confirmed tracks alive after the last processed frame (0 with tracking off).
+            "active_tracks": str(self._active_tracks),
         }
         status.values = [KeyValue(key=k, value=v) for k, v in values.items()]
         array = DiagnosticArray(status=[status])

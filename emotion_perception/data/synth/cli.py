@@ -1,4 +1,4 @@
-"""`emotion-perception synth {emotic,caer,gallery}`: write synthetic datasets in the real formats."""
+"""`emotion-perception synth {emotic,caer,sequence,gallery}`: write synthetic datasets in the real formats."""
 
 from __future__ import annotations
 
@@ -23,6 +23,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     _common(caer)
     caer.add_argument("--size", type=int, default=224, help="image side (default 224)")
 
+    sequence = kinds.add_parser("sequence", help="a video sequence of people walking, crossing, occluding (MOTChallenge gt + emotions)",
+                                description="Frames of people with known identities and slowly changing emotions: "
+                                            "OUT/img1/*.jpg, OUT/gt/gt.txt (MOTChallenge), OUT/gt/emotions.csv, OUT/seqinfo.ini.")
+    sequence.add_argument("--out", required=True, help="sequence folder to write")
+    sequence.add_argument("--frames", type=int, required=True, help="number of frames")
+    sequence.add_argument("--people", type=int, required=True, help="number of people (identities)")
+    sequence.add_argument("--seed", type=int, default=0)
+    sequence.add_argument("--kind", choices=("bodies", "faces"), default="bodies",
+                          help="bodies: synthetic figures (BENet); faces: a real face photo's tiles (face detector + expression)")
+    sequence.add_argument("--rate", type=float, default=10.0, help="frames per second (default 10)")
+    sequence.add_argument("--size", type=int, nargs=2, default=(640, 480), metavar=("W", "H"))
+
     gallery = kinds.add_parser("gallery", help="render the documentation gallery of generated samples (PNG)")
     gallery.add_argument("--out", required=True, help="output PNG path (e.g. docs/images/synth_gallery.png)")
     gallery.add_argument("--seed", type=int, default=0)
@@ -45,6 +57,16 @@ def main(args: argparse.Namespace) -> int:
 
         path = write_gallery(args.out, seed=args.seed)
         print(f"wrote {path}")
+        return 0
+    if args.synth_kind == "sequence":
+        from emotion_perception.data.synth.sequence import SequenceSettings, write_sequence
+
+        try:
+            settings = SequenceSettings(frames=args.frames, people=args.people, seed=args.seed, kind=args.kind,
+                                        width=args.size[0], height=args.size[1], rate_hz=args.rate)
+        except ValueError as err:
+            raise SystemExit(f"synth sequence: {err}")
+        print(f"synth sequence: wrote {write_sequence(args.out, settings)} ({args.frames} frames, {args.people} people, {args.kind})")
         return 0
     if args.images < 1:
         raise SystemExit(f"synth {args.synth_kind}: --images must be >= 1, got {args.images}")
