@@ -38,3 +38,25 @@ def save_checkpoint(model: nn.Module, path: Path, name: str) -> Path:
     torch.save({"model": model.state_dict(), "model_name": name, "config": dataclasses.asdict(model.config),
                 "epoch": 0, "metrics": {}}, path)
     return path
+
+
+def with_card_changes(source, target, changes: dict) -> None:
+    """A copy of the ONNX file ``source`` whose embedded model card has ``changes`` applied
+    (dotted keys reach into normalisation); the graph itself is untouched."""
+    import json
+
+    import onnx
+
+    from emotion_perception.export.model_card import CARD_KEY
+
+    model = onnx.load(str(source))
+    prop = next(p for p in model.metadata_props if p.key == CARD_KEY)
+    card = json.loads(prop.value)
+    for key, value in changes.items():
+        *parents, leaf = key.split(".")
+        node = card
+        for parent in parents:
+            node = node[parent]
+        node[leaf] = value(node[leaf]) if callable(value) else value
+    prop.value = json.dumps(card)
+    onnx.save(model, str(target))

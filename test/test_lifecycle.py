@@ -230,3 +230,21 @@ def test_a_png_bomb_on_image_compressed_is_rejected_before_decoding(ros_env, tmp
         peer.close()
         node.stop()
     assert "PNG of 16000x16000 = 256000000 pixels is over the limit" in log.read_text()
+
+
+def test_a_model_card_that_does_not_fit_its_graph_stops_start_up_with_one_line(ros_env, tmp_path):
+    # Accepted before: the node then failed every frame (or found nobody) while reporting OK.
+    from deploy_models import peaky_benet, with_card_changes
+    from emotion_perception.export.onnx_export import export_onnx
+
+    good = export_onnx(peaky_benet(), tmp_path / "benet.onnx").onnx_path
+    bad = tmp_path / "bad_card.onnx"
+    with_card_changes(good, bad, {"categories": lambda names: names[:7]})
+    executable = Path(sys.executable).parent / "benet_node"
+    result = subprocess.run([str(executable), "--ros-args", "-p", f"model_path:={bad}", "-p", "backend:=onnxruntime",
+                             "-p", "device:=cpu"], env=ros_env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr, result.stderr[-2000:]
+    lines = [line for line in result.stderr.splitlines() if "cannot start" in line]
+    assert len(lines) == 1 and "model card: field 'categories': 7 names, but the graph's output" in lines[0], \
+        result.stderr[-2000:]

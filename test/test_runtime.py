@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from deploy_models import peaky_benet, save_checkpoint, tiny_cahfw
+from deploy_models import peaky_benet, save_checkpoint, tiny_cahfw, with_card_changes
 from emotion_perception.data.geometry import boxes_to_letterbox
 from emotion_perception.export.onnx_export import export_onnx
 from emotion_perception.eval.metrics import box_iou
@@ -343,3 +343,44 @@ def test_torch_and_onnxruntime_agree_to_1e4_on_a_320x240_frame(benet_torch, bene
         np.testing.assert_allclose(person.scores, other.scores, atol=1e-4)
         assert abs(person.score - other.score) < 1e-4
 
+
+
+@pytest.fixture(scope="module")
+def card_exports(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cards")
+    return {"benet": export_onnx(peaky_benet(), root / "benet_maps.onnx").onnx_path,
+            "benet_decode": export_onnx(peaky_benet(), root / "benet_decode.onnx", with_decode=True).onnx_path,
+            "cahfw": export_onnx(tiny_cahfw(), root / "cahfw.onnx").onnx_path}
+
+
+@pytest.mark.parametrize("model, changes, field", [
+    ("benet", {"stride": 0}, "stride"),
+    ("benet", {"stride": 48}, "stride"),
+    ("benet", {"input_size": ["64", 64]}, "input_size"),
+    ("benet", {"input_size": [0, 64]}, "input_size"),
+    ("benet", {"output_names": lambda names: [n.replace("emotions_4", "emotion_4") for n in names]}, "output_names"),
+    ("benet", {"input_names": ["pixels"]}, "input_names"),
+    ("benet", {"categories": lambda names: names[:7]}, "categories"),
+    ("benet", {"has_vad": False}, "has_vad"),
+    ("benet", {"normalisation.std": [0.229, 0.0, 0.225]}, "normalisation.std"),
+    ("benet", {"normalisation.colour_order": "BGR"}, "normalisation.colour_order"),
+    ("benet_decode", {"categories": lambda names: names + ["Extra"]}, "categories"),
+    ("benet_decode", {"decode": None}, "decode"),
+    ("cahfw", {"input_size": [48, 48], "stride": 48}, "input_size"),
+    ("cahfw", {"categories": lambda names: names[:3]}, "categories"),
+])
+def test_a_model_card_that_does_not_describe_its_graph_is_refused_at_load(card_exports, tmp_path, model, changes, field):
+    from emotion_perception.export.model_card import ModelCardError
+
+    bad = tmp_path / "bad.onnx"
+    with_card_changes(card_exports[model], bad, changes)
+    with pytest.raises(ModelCardError) as err:
+        load_predictor(bad, backend="onnxruntime", device="cpu", face_detector="hog")
+    message = str(err.value)
+    assert message.startswith(f"{bad}: model card: field '{field}': ") and "\n" not in message
+
+
+def test_the_untouched_cards_load(card_exports):
+    for model in ("benet", "benet_decode", "cahfw"):
+        predictor = load_predictor(card_exports[model], backend="onnxruntime", device="cpu", face_detector="hog")
+        assert predictor.model_name == model.split("_")[0]

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Mapping
+import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -75,12 +76,11 @@ class ModelCard:
     format_version: int = CARD_FORMAT_VERSION
 
     def __post_init__(self) -> None:
-        if self.model_name not in MODEL_NAMES:
-            raise ValueError(f"ModelCard.model_name: {self.model_name!r} is not one of {MODEL_NAMES}")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"ModelCard.precision: {self.precision!r} is not one of {PRECISIONS}")
-        if self.with_decode and self.model_name != "benet":
-            raise ValueError("ModelCard.with_decode: only BENet has a decoding stage")
+        # A card that loads but describes no usable model makes a node that fails every frame
+        # (or finds nobody, forever) while reporting OK: refuse it here, naming the field.
+        problem = card_problem(self)
+        if problem:
+            raise ValueError(problem)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -90,6 +90,103 @@ class ModelCard:
 
     def replace(self, **changes: Any) -> ModelCard:
         return dataclasses.replace(self, **changes)
+
+
+def _positive_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def _finite_numbers(values: Any, count: int) -> bool:
+    return (isinstance(values, (tuple, list)) and len(values) == count
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values))
+
+
+def _names(values: Any) -> bool:
+    return (isinstance(values, (tuple, list)) and len(values) > 0 and len(set(values)) == len(values)
+            and all(isinstance(v, str) and v for v in values))
+
+
+def card_problem(card: ModelCard) -> str | None:
+    """Why ``card`` cannot describe a usable model (``field 'stride': ...``), or None."""
+    def field_problem(name: str, text: str) -> str:
+        return f"field '{name}': {text}"
+
+    if card.model_name not in MODEL_NAMES:
+        return field_problem("model_name", f"{card.model_name!r} is not one of {', '.join(MODEL_NAMES)}")
+    if card.precision not in PRECISIONS:
+        return field_problem("precision", f"{card.precision!r} is not one of {', '.join(PRECISIONS)}")
+    if card.with_decode and card.model_name != "benet":
+        return field_problem("with_decode", "only BENet has a decoding stage")
+    if not _positive_int(card.stride):
+        return field_problem("stride", f"must be a positive integer, got {card.stride!r}")
+    if card.model_name == "benet" and card.stride % 32:
+        return field_problem("stride", f"BENet's backbone needs a multiple of 32, got {card.stride}")
+    size = card.input_size
+    if not (isinstance(size, (tuple, list)) and len(size) == 2 and all(_positive_int(v) for v in size)):
+        return field_problem("input_size", f"must be two positive integers (H, W), got {size!r}")
+    if card.dynamic_size and (size[0] % card.stride or size[1] % card.stride):
+        return field_problem("input_size", f"{tuple(size)} is not a multiple of the stride {card.stride}")
+    for name in ("categories", "input_names", "output_names"):
+        if not _names(getattr(card, name)):
+            return field_problem(name, f"must be a non-empty list of distinct names, got {getattr(card, name)!r}")
+    norm = card.normalisation
+    if not _finite_numbers(norm.mean, 3):
+        return field_problem("normalisation.mean", f"must be 3 finite numbers, got {norm.mean!r}")
+    if not _finite_numbers(norm.std, 3) or any(v == 0 for v in norm.std):
+        return field_problem("normalisation.std", f"must be 3 finite non-zero numbers, got {norm.std!r}")
+    if not _finite_numbers((norm.pixel_scale,), 1) or norm.pixel_scale <= 0:
+        return field_problem("normalisation.pixel_scale", f"must be a positive number, got {norm.pixel_scale!r}")
+    # Preprocessing writes RGB, NCHW, float32 and nothing else.
+    for name, value, supported in (("colour_order", norm.colour_order, "RGB"), ("layout", norm.layout, "NCHW"),
+                                   ("dtype", norm.dtype, "float32")):
+        if value != supported:
+            return field_problem(f"normalisation.{name}", f"only {supported} is supported, got {value!r}")
+    if card.with_decode and not (isinstance(card.decode, Mapping) and _positive_int(card.decode.get("top_k"))):
+        return field_problem("decode", f"with_decode needs a positive integer top_k, got {card.decode!r}")
+    if card.label_thresholds is not None:
+        thresholds = card.label_thresholds
+        if not isinstance(thresholds, Mapping) or set(thresholds) - set(card.categories):
+            return field_problem("label_thresholds", "must map category names of the card to thresholds")
+        if not _finite_numbers(list(thresholds.values()), len(thresholds)) or \
+                any(not 0.0 <= v <= 1.0 for v in thresholds.values()):
+            return field_problem("label_thresholds", "thresholds must be numbers in [0, 1]")
+    return None
+
+
+def check_card_against_graph(card: ModelCard, graph_inputs: Mapping[str, Sequence[Any]],
+                             graph_outputs: Mapping[str, Sequence[Any]], source: str | Path) -> None:
+    """ModelCardError naming the field when the card does not describe the graph it came with.
+
+    ``graph_inputs`` / ``graph_outputs``: name -> shape as the runtime reports it (ints, or
+    strings / None for dynamic dimensions).
+    """
+    def refuse(name: str, text: str) -> None:
+        raise ModelCardError(source, f"field '{name}': {text}")
+
+    for name, card_names, graph in (("input_names", card.input_names, graph_inputs),
+                                    ("output_names", card.output_names, graph_outputs)):
+        if set(card_names) != set(graph):
+            refuse(name, f"{sorted(card_names)} do not match the graph's {sorted(graph)}")
+    # Where the category axis is in each output that has one.
+    if card.model_name in ("cahfw", "expression"):
+        category_axes = {card.output_names[0]: 1}
+    elif card.with_decode:
+        category_axes = {"emotions": 2}
+    else:
+        category_axes = {name: 1 for name in card.output_names if name.startswith("emotions_")}
+        if card.has_vad != any(name.startswith("vad_") for name in card.output_names):
+            refuse("has_vad", f"{card.has_vad} but the graph's outputs are {sorted(card.output_names)}")
+    for name, axis in category_axes.items():
+        shape = list(graph_outputs.get(name) or [])
+        channels = shape[axis] if len(shape) > axis else None
+        if isinstance(channels, int) and channels != len(card.categories):
+            refuse("categories", f"{len(card.categories)} names, but the graph's output '{name}' has {channels}")
+    image_shape = list(graph_inputs.get(card.input_names[0]) or [])
+    if len(image_shape) == 4:
+        height, width = image_shape[2:]
+        if not card.dynamic_size and all(isinstance(v, int) for v in (height, width)) \
+                and (height, width) != tuple(card.input_size):
+            refuse("input_size", f"{tuple(card.input_size)}, but the graph takes {height}x{width}")
 
 
 def card_from_dict(values: Mapping[str, Any], source: str | Path = "<card>") -> ModelCard:

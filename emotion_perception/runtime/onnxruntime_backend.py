@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from emotion_perception.export.model_card import ModelCard
+from emotion_perception.export.model_card import ModelCard, check_card_against_graph
 from emotion_perception.runtime.backend import Backend, input_specs
 
 LOGGER = logging.getLogger(__name__)
@@ -151,6 +151,14 @@ class OnnxRuntimeBackend(Backend):
             )
         except Exception as err:  # onnxruntime raises its own exception types for bad files
             raise ValueError(f"{onnx_path}: ONNX Runtime cannot load the model ({type(err).__name__}: {err})") from err
+        # The card drives preprocessing and decoding: it must describe this very graph.
+        graph_inputs = {i.name: i.shape for i in self._session.get_inputs()}
+        graph_outputs = {o.name: o.shape for o in self._session.get_outputs()}
+        check_card_against_graph(card, graph_inputs, graph_outputs, onnx_path)
+        if any(not all(isinstance(d, int) for d in shape) for shape in graph_outputs.values()):
+            # Symbolic output dimensions (the decoding graph's emotions are (B, K, E) with E not
+            # inferred): one run on a blank smallest canvas gives the real ones.
+            check_card_against_graph(card, graph_inputs, self._probe_output_shapes(onnx_path), onnx_path)
         self.providers = tuple(self._session.get_providers())
         self.precision = "fp16" if trt_fp16 and self.providers[0] == TRT_EP and card.precision == "fp32" else card.precision
         self.array_type = "numpy" if device == "cpu" else "torch"
@@ -159,6 +167,22 @@ class OnnxRuntimeBackend(Backend):
         if device != "cpu" and not set(self.providers) & set(GPU_PROVIDERS):
             raise ValueError(f"{onnx_path}: no GPU provider could be created on {device} (got {self.providers})")
         LOGGER.info("onnxruntime session on %s with providers %s", device, self.providers)
+
+    def _probe_output_shapes(self, onnx_path: str | Path) -> dict[str, list[int]]:
+        feed = {}
+        for spec in self.inputs:
+            if spec.name == "letterbox":
+                feed[spec.name] = np.array([[1.0, 0.0, 0.0]], dtype=np.float32)  # scale 1, no padding
+            else:
+                side = self.card.stride
+                shape = [1] + [side if size is None else size for size in spec.shape[1:]]
+                feed[spec.name] = np.zeros(shape, dtype=np.float32)
+        try:
+            results = self._session.run(None, feed)
+        except Exception as err:  # onnxruntime's own exception types
+            raise ValueError(f"{onnx_path}: the graph does not run on inputs its model card describes "
+                             f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})") from err
+        return {output.name: list(result.shape) for output, result in zip(self._session.get_outputs(), results)}
 
     def _run(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
         if self.device == "cpu":
