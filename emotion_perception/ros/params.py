@@ -56,7 +56,7 @@ COMMON_PARAMETERS: tuple[ParameterSpec, ...] = (
     ParameterSpec("diagnostics_period", float, "Seconds between /diagnostics messages.", read_only=True, min_value=0.1, max_value=60.0),
     ParameterSpec("image_converter", str, "How raw images become RGB: numpy (default, no compiled ROS code involved) or cv_bridge (only where the installed cv_bridge is known to work with this numpy).", read_only=True, choices=("numpy", "cv_bridge")),
     ParameterSpec("tracking", bool, "Track people over frames: PersonEmotion.id is a stable track id and scores are smoothed per track; false: id is the index in the message and scores are per frame.", read_only=True),
-    ParameterSpec("track_confirmation_frames", int, "Consecutive frames a new person must be matched before the track is confirmed and gets an id (before that: id is empty).", read_only=True, min_value=1, max_value=30),
+    ParameterSpec("track_confirmation_frames", int, "Consecutive frames a new person must be seen before the track is confirmed and gets an id (before that: id is empty); at least 2.", read_only=True, min_value=2, max_value=30),
     ParameterSpec("track_lost_timeout", float, "Seconds (of image header stamps) a track survives without a detection before it ends; its id is never reused.", read_only=True, min_value=0.0, max_value=60.0),
     ParameterSpec("smoothing_time_constant", float, "Time constant in seconds of the per-track exponential smoothing of scores and VAD (stamp-based); 0: no smoothing. Labels come from the smoothed scores.", min_value=0.0, max_value=60.0),
     ParameterSpec("publish_raw_emotions", bool, "Also publish the unsmoothed per-frame scores, labels and VAD (same ids) on emotions/raw."),

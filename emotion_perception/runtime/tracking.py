@@ -38,13 +38,15 @@ _LIBRARY_REFERENCE_FPS = 30.0
 
 @dataclass(frozen=True)
 class TrackingSettings:
-    confirmation_frames: int = 3  # consecutive matched frames before a track gets an id
+    # Consecutive frames a person must be seen before the track gets an id. At least 2: ByteTrack
+    # confirms a track at a match, and the frame that starts a track is no match.
+    confirmation_frames: int = 3
     lost_timeout_s: float = 1.0  # a track not seen for this long (capture-time seconds) ends
     minimum_iou: float = 0.1  # least overlap of a detection with a track's predicted box to match it
 
     def __post_init__(self) -> None:
-        if self.confirmation_frames < 1:
-            raise ValueError(f"confirmation frames must be >= 1, got {self.confirmation_frames}")
+        if self.confirmation_frames < 2:
+            raise ValueError(f"confirmation frames must be >= 2, got {self.confirmation_frames}")
         if not (self.lost_timeout_s >= 0.0 and math.isfinite(self.lost_timeout_s)):
             raise ValueError(f"lost timeout must be a finite number >= 0 s, got {self.lost_timeout_s}")
         if not 0.0 < self.minimum_iou <= 1.0:
@@ -57,7 +59,7 @@ class TrackedPerson:
 
     prediction: PersonPrediction  # the frame's own detection (box, score, raw scores, raw VAD)
     track_id: str  # "" while the track is not confirmed yet
-    scores: np.ndarray  # (C,) smoothed category scores (the raw ones for an unconfirmed track)
+    scores: np.ndarray  # (C,) smoothed category scores (smoothing starts at confirmation; raw before)
     vad: np.ndarray  # (3,) smoothed VAD, NaN when the model has none
 
     @property
