@@ -139,3 +139,38 @@ def test_synthetic_caer_loads_without_a_detector(tmp_path: Path):
             assert record.path.parent.name == CAER_CATEGORIES[record.label]
             labels.append(record.label)
     assert np.bincount(labels, minlength=7).tolist() == [5] * 7  # balanced
+
+
+def test_symlinks_leaving_the_dataset_are_skipped_and_reported(caer_root: Path, tmp_path: Path):
+    outside = tmp_path / "private.png"
+    cv2.imwrite(str(outside), np.zeros((40, 60, 3), np.uint8))
+    (caer_root / "CAER-S" / "test" / "Happy" / "9999.png").symlink_to(outside)
+    report = ReadReport()
+    records = load_caer(caer_root, "test", face_detector=WhiteSquareDetector(), report=report, progress=False)
+    assert len(records) == 21 and all(r.path.name != "9999.png" for r in records)
+    assert report.skipped_images["image resolves outside the dataset's image folder (a symlink leaving it)"] == 1
+    assert "9999.png" not in (caer_root / "CAER-S" / FACE_CACHE_NAME).read_text()
+
+
+def test_unreadable_images_are_skipped_and_detections_before_a_failure_are_kept(caer_root: Path):
+    (caer_root / "CAER-S" / "test" / "Fear" / "0001.png").write_bytes(b"truncated")
+    report = ReadReport()
+    records = load_caer(caer_root, "test", face_detector=WhiteSquareDetector(), report=report, progress=False)
+    assert len(records) == 20 and sum(report.skipped_images.values()) == 1
+    assert "Fear/0001.png" in " ".join(report.examples[next(iter(report.skipped_images))])
+
+    class FailsAfter(WhiteSquareDetector):
+        def __call__(self, image):
+            if self.calls == 5:
+                raise RuntimeError("detector crashed")
+            return super().__call__(image)
+
+    cache = caer_root / "CAER-S" / FACE_CACHE_NAME
+    cache.unlink()
+    with pytest.raises(RuntimeError, match="detector crashed"):
+        load_caer(caer_root, "test", face_detector=FailsAfter(), progress=False)
+    # the 5 boxes found before the crash are in the cache: a rerun detects only the rest
+    assert len(read_face_cache(cache)) == 5
+    rerun = WhiteSquareDetector()
+    load_caer(caer_root, "test", face_detector=rerun, progress=False)
+    assert rerun.calls == 20 - 5

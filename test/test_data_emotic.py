@@ -299,3 +299,64 @@ def test_writer_round_trip_through_the_reader(tmp_path: Path):
     np.testing.assert_array_equal(val.labels(), [one_hot("Pain", "Fear"), one_hot("Anger")])
     np.testing.assert_array_equal(val.people[1].box, [5, 5, 60, 20])
     np.testing.assert_allclose(val.people[0].vad, [1 / 9, 7 / 9, 1 / 9], rtol=1e-6)
+
+
+# --------------------------------------------------------------------------- path confinement
+
+
+@pytest.mark.parametrize("field, value", [
+    ("folder", "../../outside"), ("folder", "/etc"), ("filename", "/etc/passwd"),
+    ("filename", "../../../secret.png"), ("folder", "C:\\Windows"),
+])
+def test_mat_image_paths_outside_the_dataset_are_refused(emotic_root: Path, field: str, value: str):
+    def escape(raw):
+        raw["train"][0, 1][field] = np.array([value])
+
+    _rewrite(emotic_root, escape)
+    with pytest.raises(AnnotationError) as err:
+        load_emotic(emotic_root, "train")
+    assert err.value.field_name == f"train[1].{field}"
+    assert "absolute path" in str(err.value) or "climbs out of the dataset folder" in str(err.value)
+
+
+def test_mat_paths_that_stay_inside_are_kept(emotic_root: Path):
+    def inside(raw):
+        raw["train"][0, 1]["folder"] = np.array(["framesdb/../framesdb/images"])
+
+    _rewrite(emotic_root, inside)
+    records = load_emotic(emotic_root, "train")
+    assert any(r.path.name == "b.jpg" for r in records)
+
+
+def test_symlinks_leaving_the_image_folder_are_skipped_and_reported(tmp_path: Path):
+    root = tmp_path / "EMOTIC"
+    images = root / "emotic" / "imgs"
+    images.mkdir(parents=True)
+    outside = tmp_path / "private.jpg"
+    cv2.imwrite(str(outside), np.zeros((30, 50, 3), np.uint8))
+    cv2.imwrite(str(images / "own.jpg"), np.zeros((30, 50, 3), np.uint8))
+    (images / "link.jpg").symlink_to(outside)
+    write_csv(root / "train.csv", [
+        ["imgs", "own.jpg", "[30, 50]", "[0, 0, 45, 29]", "['Pain']", "[1, 2, 3]", "M", "A"],
+        ["imgs", "link.jpg", "[30, 50]", "[0, 0, 45, 29]", "['Pain']", "[1, 2, 3]", "M", "A"],
+    ])
+    report = ReadReport()
+    (record,) = read_emotic_csv(root / "train.csv", "train", root / "emotic", report=report)
+    assert record.path.name == "own.jpg"
+    (reason,) = report.skipped_images
+    assert "outside the dataset's image folder" in reason and report.skipped_images[reason] == 1
+    # a dataset folder that is itself a link (images on another disk) is fine
+    (tmp_path / "linked").symlink_to(root, target_is_directory=True)
+    (again,) = read_emotic_csv(tmp_path / "linked" / "train.csv", "train", tmp_path / "linked" / "emotic")
+    assert again.path.name == "own.jpg"
+
+
+@pytest.mark.parametrize("column, value", [("Folder", "../.."), ("Filename", "/etc/passwd")])
+def test_csv_image_paths_outside_the_dataset_are_refused(tmp_path: Path, column: str, value: str):
+    root = tmp_path / "EMOTIC"
+    row = ["imgs", "a.jpg", "[30, 50]", "[0, 0, 45, 29]", "['Pain']", "[1, 2, 3]", "M", "A"]
+    row[0 if column == "Folder" else 1] = value
+    write_csv(root / "train.csv", [row])
+    with pytest.raises(AnnotationError) as err:
+        read_emotic_csv(root / "train.csv", "train", root / "emotic")
+    assert err.value.field_name == f"line 2: {column}"

@@ -130,3 +130,29 @@ def test_load_benet_records_merges_heco_into_training(heco_root: Path, tmp_path:
     assert len(load_benet_records(emotic, "val")) == 1
     with pytest.raises(ValueError, match="only joins training"):
         load_benet_records(emotic, "val", heco_root=heco_root)
+
+
+@pytest.mark.parametrize("name", ["../../outside.jpg", "/etc/passwd", "Data/../../x.jpg"])
+def test_image_values_outside_the_dataset_are_refused(heco_root: Path, name: str):
+    write_labels(heco_root, [["a.jpg", 10, 5, 60, 80, "Happiness", 8, 6, 7], [name, 0, 0, 10, 10, "Fear", 1, 9, 1]])
+    with pytest.raises(AnnotationError) as err:
+        load_heco(heco_root)
+    assert err.value.field_name == "line 3: Image"
+
+
+def test_symlinked_images_leaving_the_folder_and_unreadable_images_are_skipped(heco_root: Path, tmp_path: Path):
+    outside = tmp_path / "private.png"
+    cv2.imwrite(str(outside), np.zeros((20, 20, 3), np.uint8))
+    (heco_root / "Data" / "link.png").symlink_to(outside)
+    (heco_root / "Data" / "broken.png").write_bytes(b"not an image")
+    write_labels(heco_root, [
+        ["a.jpg", 10, 5, 60, 80, "Happiness", 8, 6, 7],
+        ["link.png", 0, 0, 10, 10, "Fear", 1, 9, 1],
+        ["broken.png", 0, 0, 10, 10, "Fear", 1, 9, 1],
+    ])
+    report = ReadReport()
+    records = load_heco(heco_root, report=report)
+    assert [r.path.name for r in records] == ["a.jpg"]
+    reasons = dict(report.skipped_images)
+    assert reasons == {"image resolves outside the dataset's image folder (a symlink leaving it)": 1,
+                       "image unreadable or not PNG/JPEG/BMP/WebP": 1}

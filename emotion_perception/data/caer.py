@@ -26,12 +26,14 @@ from __future__ import annotations
 import csv
 import io
 import logging
+import os
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from emotion_perception.data.categories import CAER_CATEGORIES
+from emotion_perception.data.paths import OUTSIDE_ROOT, resolves_inside
 from emotion_perception.data.records import AnnotationError, FaceRecord
 from emotion_perception.data.report import ReadReport
 
@@ -61,8 +63,14 @@ def caer_dir(root: str | Path) -> Path:
     raise FileNotFoundError(f"{root}: no CAER-S dataset found (expected {root / CAER_DIRNAME}/train and test)")
 
 
-def list_caer_images(base: Path, folder: str) -> list[tuple[str, int]]:
-    """(relpath, class index) of every image of ``base/folder``, sorted by relpath."""
+def list_caer_images(base: Path, folder: str, report: ReadReport | None = None) -> list[tuple[str, int]]:
+    """(relpath, class index) of every image of ``base/folder``, sorted by relpath.
+
+    An image (or class folder) that is a symlink resolving outside ``base`` is left out and
+    counted in ``report``.
+    """
+    report = report if report is not None else ReadReport(source=f"CAER-S {base}")
+    base_resolved = Path(os.path.realpath(base))
     split_dir = base / folder
     if not split_dir.is_dir():
         raise FileNotFoundError(f"{split_dir}: CAER-S split folder not found")
@@ -74,7 +82,11 @@ def list_caer_images(base: Path, folder: str) -> list[tuple[str, int]]:
                                   f"unknown CAER-S class {class_dir.name!r} (expected one of {CAER_CATEGORIES})")
         for image in sorted(class_dir.iterdir()):
             if image.suffix.lower() in IMAGE_SUFFIXES and image.is_file():
-                items.append((image.relative_to(base).as_posix(), _CLASS_INDEX[label]))
+                relpath = image.relative_to(base).as_posix()
+                if not resolves_inside(image, base_resolved):
+                    report.skip_image(OUTSIDE_ROOT, f"{relpath} -> {os.path.realpath(image)}")
+                    continue
+                items.append((relpath, _CLASS_INDEX[label]))
     if not items:
         raise FileNotFoundError(f"{split_dir}: no images found in its class folders")
     return sorted(items)
@@ -161,15 +173,21 @@ def ensure_face_boxes(
     detector: str = "cnn",
     face_detector: FaceBoxFunction | None = None,
     progress: bool = True,
+    report: ReadReport | None = None,
 ) -> dict[str, tuple[str, np.ndarray | None]]:
     """Cache entries for ``items``, detecting (and appending to the cache) those not cached yet.
 
     ``face_detector`` maps an RGB image to (K, >=4) boxes [x1, y1, x2, y2, ...]; by default
-    ``faces.FaceDetector(method=detector).detect``.
+    ``faces.FaceDetector(method=detector).detect``. An image that cannot be read is counted in
+    ``report`` and left out of the result and the cache (a later run tries it again). Boxes are
+    appended as they are found (every ``_CACHE_FLUSH_EVERY`` images, and whatever is pending when
+    anything, an interrupt included, ends the loop), so no detection is lost.
     """
     from tqdm import tqdm
 
-    from emotion_perception.data.imageio import read_rgb
+    from emotion_perception.data.imageio import ImageError, read_rgb
+
+    report = report if report is not None else ReadReport(source=f"CAER-S {base}")
 
     cache = read_face_cache(cache_path)
     for relpath, label in items:
@@ -183,15 +201,22 @@ def ensure_face_boxes(
     detect = face_detector if face_detector is not None else _default_detector(detector)
     header = None if cache_path.is_file() else f"CAER-S face boxes, detector={detector}, format relpath,label,x1,y1,x2,y2"
     pending: list[tuple[str, str, np.ndarray | None]] = []
-    for relpath, label in tqdm(missing, desc=f"face boxes ({detector})", unit="img", disable=not progress):
-        box = _largest_face(np.asarray(detect(read_rgb(base / relpath))))
-        cache[relpath] = (CAER_CATEGORIES[label], box)
-        pending.append((relpath, CAER_CATEGORIES[label], box))
-        if len(pending) >= _CACHE_FLUSH_EVERY:
+    try:
+        for relpath, label in tqdm(missing, desc=f"face boxes ({detector})", unit="img", disable=not progress):
+            try:
+                image = read_rgb(base / relpath)
+            except (FileNotFoundError, ImageError) as err:
+                report.skip_image("image unreadable, not PNG/JPEG/BMP/WebP, or over the pixel limit", str(err))
+                continue
+            box = _largest_face(np.asarray(detect(image)))
+            cache[relpath] = (CAER_CATEGORIES[label], box)
+            pending.append((relpath, CAER_CATEGORIES[label], box))
+            if len(pending) >= _CACHE_FLUSH_EVERY:
+                write_face_cache(cache_path, pending, header=header, append=True)
+                pending, header = [], None
+    finally:
+        if pending or header is not None:
             write_face_cache(cache_path, pending, header=header, append=True)
-            pending, header = [], None
-    if pending or header is not None:
-        write_face_cache(cache_path, pending, header=header, append=True)
     return cache
 
 
@@ -240,15 +265,17 @@ def load_caer(
     own_report = report is None
     report = report if report is not None else ReadReport(source=f"CAER-S {base} ({split})")
 
-    items = list_caer_images(base, "test" if split == "test" else "train")
+    items = list_caer_images(base, "test" if split == "test" else "train", report)
     boxes = ensure_face_boxes(base, items, cache_path, detector=detector, face_detector=face_detector,
-                              progress=progress)
+                              progress=progress, report=report)
     if split != "test":
         train, val = split_train_val(items, val_fraction, seed)
         items = train if split == "train" else val
 
     records = []
     for relpath, label in items:
+        if relpath not in boxes:
+            continue  # unreadable: skipped and reported (the split stays the one of the file list)
         box = boxes[relpath][1]
         if box is None:
             if no_face == "drop":

@@ -27,6 +27,7 @@ from __future__ import annotations
 import ast
 import csv
 import logging
+import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +37,7 @@ import numpy as np
 
 from emotion_perception.data.categories import EMOTIC_CATEGORIES, vad_to_unit
 from emotion_perception.data.imageio import ImageError, image_size
+from emotion_perception.data.paths import OUTSIDE_ROOT, escape_problem, resolves_inside
 from emotion_perception.data.records import AnnotationError, ImageRecord, PersonRecord
 from emotion_perception.data.report import ReadReport
 
@@ -278,6 +280,7 @@ def read_emotic_mat(
     ctx = _MatContext(path)
     mat = _load_mat(path)
     images_root = Path(images_root)
+    images_resolved = Path(os.path.realpath(images_root))
     result: dict[str, list[ImageRecord]] = {}
     for split in splits:
         if split not in mat:
@@ -287,6 +290,10 @@ def read_emotic_mat(
             where = f"{split}[{index}]"
             filename = ctx.string(ctx.field(image, "filename", where), f"{where}.filename")
             folder = ctx.string(ctx.field(image, "folder", where), f"{where}.folder")
+            for name, value in (("folder", folder), ("filename", filename)):
+                problem = escape_problem(value)
+                if problem:
+                    raise ctx.error(f"{where}.{name}", problem)
             size = ctx.field(image, "image_size", where)
             width = ctx.number(ctx.field(size, "n_col", f"{where}.image_size"), f"{where}.image_size.n_col")
             height = ctx.number(ctx.field(size, "n_row", f"{where}.image_size"), f"{where}.image_size.n_row")
@@ -307,8 +314,12 @@ def read_emotic_mat(
             if not people:
                 report.skip_image("no usable person", f"{path.name}:{where}")
                 continue
+            image_path = images_root / folder / filename
+            if not resolves_inside(image_path, images_resolved):
+                report.skip_image(OUTSIDE_ROOT, f"{path.name}:{where}: {image_path}")
+                continue
             records.append(
-                ImageRecord(path=images_root / folder / filename, width=int(width), height=int(height),
+                ImageRecord(path=image_path, width=int(width), height=int(height),
                             people=people, split=split, source="emotic")
             )
         result[split] = records
@@ -325,11 +336,11 @@ def _literal(path: Path, where: str, text: str) -> Any:
         raise AnnotationError(path, where, f"cannot parse {text!r} ({err.__class__.__name__})") from None
 
 
-def _image_size_order(path: Path, sizes: dict[Path, tuple[float, float]]) -> str:
+def _image_size_order(path: Path, sizes: dict[Path, tuple[float, float]], images_resolved: Path) -> str:
     """Decide whether "Image Size" lists (height, width) or (width, height) from images on disk."""
     votes = {"hw": 0, "wh": 0}
     for image_path, (a, b) in sizes.items():
-        if a == b or not image_path.is_file():
+        if a == b or not image_path.is_file() or not resolves_inside(image_path, images_resolved):
             continue
         try:
             width, height = image_size(image_path)
@@ -387,6 +398,10 @@ def read_emotic_csv(
         folder, filename = row["Folder"].strip(), row["Filename"].strip()
         if not filename:
             raise AnnotationError(path, f"{where}: Filename", "empty")
+        for column, value in (("Folder", folder), ("Filename", filename)):
+            problem = escape_problem(value)
+            if problem:
+                raise AnnotationError(path, f"{where}: {column}", problem)
         size = _literal(path, f"{where}: Image Size", row["Image Size"])
         if not (isinstance(size, (list, tuple)) and len(size) == 2 and all(isinstance(v, (int, float)) and v > 0 for v in size)):
             raise AnnotationError(path, f"{where}: Image Size", f"expected two positive numbers, got {row['Image Size']!r}")
@@ -410,7 +425,8 @@ def read_emotic_csv(
         parsed.append((where, image_path, (float(size[0]), float(size[1])), np.array(box, dtype=np.float64),
                        list(categories), vad, row["Gender"].strip(), row["Age"].strip()))
 
-    order = _image_size_order(path, sizes) if image_size_order == "auto" else image_size_order
+    images_resolved = Path(os.path.realpath(images_root))
+    order = _image_size_order(path, sizes, images_resolved) if image_size_order == "auto" else image_size_order
     grouped: dict[Path, ImageRecord] = {}
     for where, image_path, (a, b), box, categories, vad, gender, age in parsed:
         width, height = (b, a) if order == "hw" else (a, b)
@@ -424,10 +440,12 @@ def read_emotic_csv(
             record.people.append(person)
     records = []
     for image_path, record in grouped.items():
-        if record.people:
-            records.append(record)
-        else:
+        if not record.people:
             report.skip_image("no usable person", f"{path.name}:{image_path.name}")
+        elif not resolves_inside(image_path, images_resolved):
+            report.skip_image(OUTSIDE_ROOT, f"{path.name}: {image_path}")
+        else:
+            records.append(record)
     return records
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import os
 from dataclasses import replace
 from pathlib import Path
 
@@ -23,6 +24,7 @@ import numpy as np
 
 from emotion_perception.data.categories import EMOTIC_CATEGORIES, HECO_CATEGORIES, vad_to_unit
 from emotion_perception.data.imageio import ImageError, image_size
+from emotion_perception.data.paths import OUTSIDE_ROOT, escape_problem, resolves_inside
 from emotion_perception.data.records import AnnotationError, ImageRecord, PersonRecord
 from emotion_perception.data.report import ReadReport
 
@@ -83,13 +85,14 @@ def heco_labels_path(root: str | Path) -> Path:
     return root if root.is_file() else root / LABELS_RELATIVE_PATH
 
 
-def _find_image(base: Path, name: str, images_dir: Path | None) -> Path | None:
+def _find_image(base: Path, name: str, images_dir: Path | None) -> tuple[Path | None, bool]:
+    """(the image file, whether it resolves inside the folder it was found in)."""
     folders = [images_dir] if images_dir is not None else [base / d for d in IMAGE_DIRS]
     for folder in folders:
         candidate = folder / name
         if candidate.is_file():
-            return candidate
-    return None
+            return candidate, resolves_inside(candidate, Path(os.path.realpath(folder)))
+    return None, True
 
 
 def _number(path: Path, where: str, text: str, allow_empty: bool) -> float:
@@ -148,9 +151,15 @@ def load_heco(
                                   f"values {vad.tolist()} outside the 1..10 scale")
 
         if name not in grouped:
-            image_path = _find_image(base, name, images_dir)
+            problem = escape_problem(name)
+            if problem:
+                raise AnnotationError(labels_path, f"{where}: Image", problem)
+            image_path, inside = _find_image(base, name, images_dir)
             if image_path is None:
                 report.skip_image("image file not found", name)
+                grouped[name] = None
+            elif not inside:
+                report.skip_image(OUTSIDE_ROOT, f"{name}: {image_path}")
                 grouped[name] = None
             else:
                 try:
