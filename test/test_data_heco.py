@@ -156,3 +156,13 @@ def test_symlinked_images_leaving_the_folder_and_unreadable_images_are_skipped(h
     reasons = dict(report.skipped_images)
     assert reasons == {"image resolves outside the dataset's image folder (a symlink leaving it)": 1,
                        "image unreadable or not PNG/JPEG/BMP/WebP": 1}
+
+
+def test_report_examples_from_the_files_are_quoted_in_the_log_line(heco_root: Path):
+    name = "x\n[ERROR] forged \x1b[31m" + "y" * 5000 + ".jpg"
+    write_labels(heco_root, [["a.jpg", 10, 5, 60, 80, "Happiness", 8, 6, 7], [name, 0, 0, 10, 10, "Fear", 1, 9, 1]])
+    report = ReadReport(source="HECO")
+    load_heco(heco_root, report=report)
+    summary = report.summary()
+    assert "image file not found" in summary and "\\n[ERROR] forged \\x1b[31m" in summary
+    assert "\n" not in summary and "\x1b" not in summary and len(summary) < 600

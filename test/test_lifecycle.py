@@ -248,3 +248,26 @@ def test_a_model_card_that_does_not_fit_its_graph_stops_start_up_with_one_line(r
     lines = [line for line in result.stderr.splitlines() if "cannot start" in line]
     assert len(lines) == 1 and "model card: field 'categories': 7 names, but the graph's output" in lines[0], \
         result.stderr[-2000:]
+
+
+def test_strings_from_the_wire_cannot_forge_or_flood_log_lines(ros_env, tmp_path, frame):
+    log = tmp_path / "node.log"
+    node = NodeProcess("benet", {"backend": "torch", "device": "cpu"}, "/lc_log/image", ros_env, log_path=log)
+    peer = Peer("/lc_log/image")
+    try:
+        peer.wait_for_node(node, frame)
+        size_before = log.stat().st_size
+        forged = "rgb8\n[ERROR] [1700000000.0] [benet_node]: forged by a peer \x1b[2J" + "A" * 1_000_000
+        peer.images.publish(peer.image(frame, 1_700_700_000 * 10**9, encoding=forged))
+        assert peer.spin_until(lambda: int(peer.latest_counters().get("frames_rejected", 0)) >= 1, 10.0)
+        out = peer.send_and_wait(peer.image(frame, 1_700_700_001 * 10**9))
+        assert out.header.stamp.sec == 1_700_700_001
+    finally:
+        peer.close()
+        node.stop()
+    text = log.read_text()
+    added = text[size_before:]
+    assert "frame rejected: unsupported encoding 'rgb8\\n[ERROR]" in added
+    assert not any(line.startswith("[ERROR] [1700000000.0]") for line in text.splitlines())
+    assert "\x1b" not in text
+    assert len(added) < 2000  # not the megabyte

@@ -90,7 +90,11 @@ def _find_image(base: Path, name: str, images_dir: Path | None) -> tuple[Path | 
     folders = [images_dir] if images_dir is not None else [base / d for d in IMAGE_DIRS]
     for folder in folders:
         candidate = folder / name
-        if candidate.is_file():
+        try:
+            found = candidate.is_file()
+        except OSError:  # a name the file system cannot hold (too long, ...): not there
+            found = False
+        if found:
             return candidate, resolves_inside(candidate, Path(os.path.realpath(folder)))
     return None, True
 

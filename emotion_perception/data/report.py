@@ -7,6 +7,8 @@ import logging
 from collections import Counter
 from dataclasses import dataclass, field
 
+from emotion_perception.errors import quote_untrusted
+
 MAX_EXAMPLES = 10
 
 
@@ -49,7 +51,9 @@ class ReadReport:
         for kind, counts in (("people skipped", self.skipped_people), ("images skipped", self.skipped_images),
                              ("noted", self.notes)):
             for reason, count in sorted(counts.items()):
-                examples = ", ".join(self.examples.get(reason, [])[:3])
+                # Examples carry names from the dataset's files: quoted and cut, so a file name
+                # with a newline or an escape sequence cannot forge or garble a log line.
+                examples = ", ".join(quote_untrusted(e, 160) for e in self.examples.get(reason, [])[:3])
                 parts.append(f"{count} {kind}: {reason} (e.g. {examples})")
         return f"{self.source}: " + "; ".join(parts)
 

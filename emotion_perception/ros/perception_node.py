@@ -47,6 +47,7 @@ from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, DurabilityPo
 from sensor_msgs.msg import CompressedImage, Image
 
 from emotion_perception.msg import PersonEmotion, PersonEmotions
+from emotion_perception.errors import quote_untrusted
 from emotion_perception.resources import find_resource
 from emotion_perception.ros.frame_slot import LatestFrameSlot
 from emotion_perception.ros.health import RecentOutcomes, assess
@@ -338,7 +339,8 @@ class EmotionPerceptionNode(LifecycleNode):
             try:
                 self._process(msg)
             except Exception as err:
-                reason = f"{type(err).__name__}: {err}"
+                # The text may carry values from the wire: quoted and cut for the log and /diagnostics.
+                reason = f"{type(err).__name__}: {quote_untrusted(str(err), 200)}"
                 self._slot.count("failed")
                 self._outcomes.record_failure(reason)
                 self._warn_throttled("failed", f"frame failed: {reason}")
