@@ -308,3 +308,13 @@ def test_slot_reopens_after_close_and_counts_a_stale_frame_as_dropped():
     assert (counters.received, counters.dropped) == (1, 1)
     slot.put("b")
     assert slot.take(timeout=0.01) == "b"
+
+
+def test_demo_output_quotes_the_frame_id_it_received():
+    from emotion_perception.demo import _describe
+
+    header = SimpleNamespace(stamp=SimpleNamespace(sec=1, nanosec=0), frame_id="cam\n[ERROR] forged\x1b[2J" + "x" * 10_000)
+    text = _describe(0, SimpleNamespace(header=header, people=[], categories=[]))
+    assert "\n" not in text and "\x1b" not in text and len(text) < 300
+    assert "frame_id 'camera'" in _describe(0, SimpleNamespace(header=SimpleNamespace(
+        stamp=header.stamp, frame_id="camera"), people=[], categories=[]))
