@@ -208,3 +208,17 @@ def test_track_and_eval_commands_on_a_short_sequence(tmp_path, capsys):
     report = capsys.readouterr().out
     assert "IDF1" in report and "label flicker (smoothed scores)" in report
     assert main(["eval", "tracking", "--gt", str(tmp_path), "--pred", str(pred)]) == 2
+
+
+def test_bag_make_writes_a_sequence_at_its_frame_rate(tmp_path):
+    import yaml
+
+    from emotion_perception.cli import main
+
+    seq = tmp_path / "seq"
+    assert main(["synth", "sequence", "--out", str(seq), "--frames", "5", "--people", "2", "--size", "160", "120",
+                 "--rate", "5"]) == 0
+    assert main(["bag", "make", "--sequence", str(seq), "--out", str(tmp_path / "bag")]) == 0
+    info = yaml.safe_load((tmp_path / "bag" / "metadata.yaml").read_text())["rosbag2_bagfile_information"]
+    assert info["message_count"] == 5
+    assert info["duration"]["nanoseconds"] == pytest.approx(4 * 0.2e9, rel=1e-6)  # 5 Hz: 4 gaps of 0.2 s
