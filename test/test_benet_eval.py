@@ -227,3 +227,54 @@ def test_eval_cahfw_dispatches(tmp_path: Path) -> None:
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
     saved = np.load(tmp_path / "out" / "predictions.npz")
     assert metrics["accuracy"] == pytest.approx(accuracy_score(saved["y_true"], saved["y_score"].argmax(1)))
+
+
+def test_eval_skips_and_reports_unusable_images(tmp_path: Path, synth_root: Path, caplog) -> None:
+    import logging
+    import shutil
+
+    from emotion_perception.cli import main
+    from emotion_perception.data.emotic import load_emotic
+    from emotion_perception.nets.factory import create_model
+
+    root = tmp_path / "emotic"
+    shutil.copytree(synth_root, root)
+    test_images = [record.path for record in load_emotic(root, "test")]
+    test_images[0].unlink()
+    test_images[1].write_bytes(b"not an image")
+    torch.manual_seed(0)
+    model = create_model("benet", "tiny")
+    C.save_checkpoint(tmp_path / "benet.pt", model=model, model_name="benet", model_config=model.config)
+    with caplog.at_level(logging.WARNING):
+        code = main(["eval", "benet", "--checkpoint", str(tmp_path / "benet.pt"), "--data", str(root),
+                     "--split", "test", "--out", str(tmp_path / "out"), "--device", "cpu", "--examples", "0"])
+    assert code == 0
+    saved = np.load(tmp_path / "out" / "predictions.npz")
+    assert len(set(saved["person_image"].tolist())) <= len(test_images) - 2
+    warning = " ".join(record.getMessage() for record in caplog.records)
+    assert "2 images skipped: image missing, header unreadable" in warning
+    assert test_images[0].name in warning and test_images[1].name in warning
+
+
+def test_eval_cahfw_skips_and_reports_unusable_images(tmp_path: Path, caplog) -> None:
+    import logging
+
+    from emotion_perception.cli import main
+    from emotion_perception.data.synth.scenes import CAER_SYNTH_PRESETS
+    from emotion_perception.data.synth.writers import write_caer_dataset
+    from emotion_perception.nets.factory import create_model
+
+    write_caer_dataset(tmp_path / "caer", 16, seed=1,
+                       config=dataclasses.replace(CAER_SYNTH_PRESETS["caer"], width=64, height=64), progress=False)
+    broken = sorted((tmp_path / "caer" / "CAER-S" / "test").rglob("*.png"))[0]
+    broken.write_bytes(b"\x89PNG truncated")
+    torch.manual_seed(0)
+    model = create_model("cahfw", "tiny")
+    C.save_checkpoint(tmp_path / "cahfw.pt", model=model, model_name="cahfw", model_config=model.config)
+    with caplog.at_level(logging.WARNING):
+        assert main(["eval", "cahfw", "--checkpoint", str(tmp_path / "cahfw.pt"), "--data", str(tmp_path / "caer"),
+                     "--split", "test", "--out", str(tmp_path / "out"), "--device", "cpu"]) == 0
+    tested = len(list((tmp_path / "caer" / "CAER-S" / "test").rglob("*.png")))
+    assert len(np.load(tmp_path / "out" / "predictions.npz")["y_true"]) == tested - 1
+    warning = " ".join(record.getMessage() for record in caplog.records)
+    assert "1 images skipped" in warning and broken.name in warning

@@ -174,3 +174,11 @@ def test_unreadable_images_are_skipped_and_detections_before_a_failure_are_kept(
     rerun = WhiteSquareDetector()
     load_caer(caer_root, "test", face_detector=rerun, progress=False)
     assert rerun.calls == 20 - 5
+
+
+def test_a_cache_line_over_the_csv_field_limit_is_one_clear_error(caer_root: Path):
+    cache = caer_root / "CAER-S" / FACE_CACHE_NAME
+    cache.write_text("# header\n" + "test/Happy/0000.png,Happy," + "1" * 200_000 + ",1,2,3\n")
+    with pytest.raises(AnnotationError) as err:
+        read_face_cache(cache)
+    assert err.value.field_name == "line 2" and "field larger than field limit" in str(err.value)

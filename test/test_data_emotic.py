@@ -360,3 +360,42 @@ def test_csv_image_paths_outside_the_dataset_are_refused(tmp_path: Path, column:
     with pytest.raises(AnnotationError) as err:
         read_emotic_csv(root / "train.csv", "train", root / "emotic")
     assert err.value.field_name == f"line 2: {column}"
+
+
+@pytest.mark.parametrize("value", [np.inf, 1e300, 70000.0])
+def test_image_sizes_beyond_any_photograph_are_clear_errors(emotic_root: Path, value: float):
+    def huge(raw):
+        raw["train"][0, 0]["image_size"][0, 0]["n_col"] = np.array([[value]])
+
+    _rewrite(emotic_root, huge)
+    with pytest.raises(AnnotationError) as err:  # was OverflowError (inf) or inf boxes (1e300)
+        load_emotic(emotic_root, "train")
+    assert err.value.field_name == "train[0].image_size" and "65535" in str(err.value)
+
+
+def test_swapped_box_corners_are_read_and_reported(emotic_root: Path):
+    def swapped(raw):
+        raw["train"][0, 1]["person"][0, 0]["body_bbox"] = np.array([[30.0, 2.0, 1.0, 40.0]])
+
+    _rewrite(emotic_root, swapped)
+    report = ReadReport()
+    records = load_emotic(emotic_root, "train", report=report)
+    b = next(r for r in records if r.path.name == "b.jpg")
+    np.testing.assert_array_equal(b.people[0].box, [1, 2, 30, 40])
+    (reason,) = [r for r in report.notes if "swapped" in r]
+    assert report.notes[reason] == 1 and "train[1].person[0]" in report.examples[reason][0]
+
+
+def test_csv_fields_over_the_csv_limit_and_infinite_values_are_one_clear_error(tmp_path: Path):
+    root = tmp_path / "EMOTIC"
+    write_csv(root / "train.csv", [
+        ["imgs", "a.jpg", "[30, 50]", "[0, 0, 45, 29]", "['Pain']", "[1, 2, 3]", "M", "A"],
+        ["imgs", "b.jpg", "[30, 50]", "[0, 0, 45, 29]", "['Pain']", "[1, 2, 3]", "M", "x" * 200_000],
+    ])
+    with pytest.raises(AnnotationError) as err:  # was a raw _csv.Error
+        read_emotic_csv(root / "train.csv", "train", root / "emotic")
+    assert err.value.field_name == "line 3" and "field larger than field limit" in str(err.value)
+    write_csv(root / "train.csv", [["imgs", "a.jpg", "[30, 50]", "[0, 0, 1e400, 29]", "['Pain']", "[]", "M", "A"]])
+    with pytest.raises(AnnotationError) as err:
+        read_emotic_csv(root / "train.csv", "train", root / "emotic")
+    assert err.value.field_name == "line 2: BBox"

@@ -34,7 +34,7 @@ import numpy as np
 
 from emotion_perception.data.categories import CAER_CATEGORIES
 from emotion_perception.data.paths import OUTSIDE_ROOT, resolves_inside
-from emotion_perception.data.records import AnnotationError, FaceRecord
+from emotion_perception.data.records import AnnotationError, FaceRecord, read_csv_rows
 from emotion_perception.data.report import ReadReport
 
 LOGGER = logging.getLogger(__name__)
@@ -110,7 +110,7 @@ def read_face_cache(path: str | Path) -> dict[str, tuple[str, np.ndarray | None]
     if not path.is_file():
         return entries
     with path.open(newline="", encoding="utf-8") as handle:
-        for line_number, row in enumerate(csv.reader(handle), start=1):
+        for line_number, row in enumerate(read_csv_rows(path, csv.reader(handle)), start=1):
             if not row or row[0].startswith("#"):
                 continue
             where = f"line {line_number}"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -19,7 +20,7 @@ from torch.utils.data import Dataset
 from emotion_perception.data.categories import NUM_EMOTIC
 from emotion_perception.data.emotic import load_emotic
 from emotion_perception.data.heco import heco_to_emotic, load_heco
-from emotion_perception.data.imageio import read_rgb
+from emotion_perception.data.imageio import DEFAULT_MAX_IMAGE_PIXELS, ImageError, image_size, read_rgb
 from emotion_perception.data.records import ImageRecord
 from emotion_perception.data.report import ReadReport
 from emotion_perception.data.transforms import BENetSample, normalize_image
@@ -45,6 +46,28 @@ def load_benet_records(
         LOGGER.info("merged %d HECO images into %d EMOTIC training images", len(heco), len(records))
         records = records + heco
     return records
+
+
+UNUSABLE_IMAGE = "image missing, header unreadable, not PNG/JPEG/BMP/WebP, or over the pixel limit"
+
+
+def drop_unusable_images(records: Sequence[Any], report: ReadReport,
+                         max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> list[Any]:
+    """The records (anything with a ``path``) whose image exists and whose header gives a size
+    within ``max_pixels``; the others are skipped and counted in ``report``. Reads headers only
+    (a few hundred bytes per image), so a run checks its whole split before the first batch
+    instead of dying on image 5,000."""
+    kept = []
+    for record in records:
+        try:
+            width, height = image_size(record.path)
+            if width * height > max_pixels:
+                raise ImageError(f"{record.path}: {width}x{height} is over the limit of {max_pixels} pixels")
+        except (FileNotFoundError, ImageError) as err:
+            report.skip_image(UNUSABLE_IMAGE, str(err))
+            continue
+        kept.append(record)
+    return kept
 
 
 class BENetDataset(Dataset):

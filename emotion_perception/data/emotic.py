@@ -27,6 +27,7 @@ from __future__ import annotations
 import ast
 import csv
 import logging
+import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -38,7 +39,7 @@ import numpy as np
 from emotion_perception.data.categories import EMOTIC_CATEGORIES, vad_to_unit
 from emotion_perception.data.imageio import ImageError, image_size
 from emotion_perception.data.paths import OUTSIDE_ROOT, escape_problem, resolves_inside
-from emotion_perception.data.records import AnnotationError, ImageRecord, PersonRecord
+from emotion_perception.data.records import AnnotationError, ImageRecord, PersonRecord, read_csv_rows
 from emotion_perception.data.report import ReadReport
 
 LOGGER = logging.getLogger(__name__)
@@ -51,6 +52,9 @@ CSV_COLUMNS: tuple[str, ...] = (
     "Index", "Folder", "Filename", "Image Size", "BBox", "Categorical_Labels", "Continuous_Labels", "Gender", "Age",
 )
 VAD_FIELDS: tuple[str, ...] = ("valence", "arousal", "dominance")
+# Largest image side an annotation may state (JPEG's own limit): beyond it, a size is a typo
+# or an attack (inf, 1e300), not a photograph.
+MAX_IMAGE_SIDE = 65535
 IMAGE_FIELDS: tuple[str, ...] = ("filename", "folder", "image_size", "original_database", "person")
 # Where the CSV export is usually found under the dataset root (the converter writes
 # <root>/emotic_pre/<split>.csv), and the names it is known by.
@@ -257,6 +261,8 @@ def _make_person(
     if not categories:
         report.skip_person("no emotion category", where)
         return None
+    if box[2] < box[0] or box[3] < box[1]:
+        report.note("box corners swapped (x2 < x1 or y2 < y1), read as the box they span", where)
     x1, x2 = sorted((float(box[0]), float(box[2])))
     y1, y2 = sorted((float(box[1]), float(box[3])))
     clipped = np.array(
@@ -297,8 +303,9 @@ def read_emotic_mat(
             size = ctx.field(image, "image_size", where)
             width = ctx.number(ctx.field(size, "n_col", f"{where}.image_size"), f"{where}.image_size.n_col")
             height = ctx.number(ctx.field(size, "n_row", f"{where}.image_size"), f"{where}.image_size.n_row")
-            if not (width > 0 and height > 0):
-                raise ctx.error(f"{where}.image_size", f"expected positive n_col, n_row, got {width}, {height}")
+            if not (0 < width <= MAX_IMAGE_SIDE and 0 < height <= MAX_IMAGE_SIDE):
+                raise ctx.error(f"{where}.image_size",
+                                f"expected n_col, n_row in (0, {MAX_IMAGE_SIDE}], got {width}, {height}")
             people = []
             persons = _items(ctx.field(image, "person", where))
             for p_index, person in enumerate(persons):
@@ -385,11 +392,11 @@ def read_emotic_csv(
     images_root = Path(images_root)
     with path.open(newline="", encoding="utf-8") as handle:
         reader = csv.DictReader(handle)
+        rows = read_csv_rows(path, reader)
         header = reader.fieldnames or []
         for column in CSV_COLUMNS:
             if column not in header:
                 raise AnnotationError(path, column, f"missing column (header: {header})")
-        rows = list(reader)
 
     parsed = []
     sizes: dict[Path, tuple[float, float]] = {}
@@ -403,11 +410,14 @@ def read_emotic_csv(
             if problem:
                 raise AnnotationError(path, f"{where}: {column}", problem)
         size = _literal(path, f"{where}: Image Size", row["Image Size"])
-        if not (isinstance(size, (list, tuple)) and len(size) == 2 and all(isinstance(v, (int, float)) and v > 0 for v in size)):
-            raise AnnotationError(path, f"{where}: Image Size", f"expected two positive numbers, got {row['Image Size']!r}")
+        if not (isinstance(size, (list, tuple)) and len(size) == 2
+                and all(isinstance(v, (int, float)) and 0 < v <= MAX_IMAGE_SIDE for v in size)):
+            raise AnnotationError(path, f"{where}: Image Size",
+                                  f"expected two numbers in (0, {MAX_IMAGE_SIDE}], got {row['Image Size']!r}")
         box = _literal(path, f"{where}: BBox", row["BBox"])
-        if not (isinstance(box, (list, tuple)) and len(box) == 4 and all(isinstance(v, (int, float)) for v in box)):
-            raise AnnotationError(path, f"{where}: BBox", f"expected [x1, y1, x2, y2], got {row['BBox']!r}")
+        if not (isinstance(box, (list, tuple)) and len(box) == 4
+                and all(isinstance(v, (int, float)) and math.isfinite(v) for v in box)):
+            raise AnnotationError(path, f"{where}: BBox", f"expected [x1, y1, x2, y2] finite numbers, got {row['BBox']!r}")
         categories = _literal(path, f"{where}: Categorical_Labels", row["Categorical_Labels"])
         if not isinstance(categories, (list, tuple)) or not all(isinstance(c, str) for c in categories):
             raise AnnotationError(path, f"{where}: Categorical_Labels", f"expected a list of names, got {row['Categorical_Labels']!r}")

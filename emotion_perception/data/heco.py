@@ -25,7 +25,7 @@ import numpy as np
 from emotion_perception.data.categories import EMOTIC_CATEGORIES, HECO_CATEGORIES, vad_to_unit
 from emotion_perception.data.imageio import ImageError, image_size
 from emotion_perception.data.paths import OUTSIDE_ROOT, escape_problem, resolves_inside
-from emotion_perception.data.records import AnnotationError, ImageRecord, PersonRecord
+from emotion_perception.data.records import AnnotationError, ImageRecord, PersonRecord, read_csv_rows
 from emotion_perception.data.report import ReadReport
 
 LOGGER = logging.getLogger(__name__)
@@ -126,12 +126,15 @@ def load_heco(
 
     with labels_path.open(newline="", encoding="utf-8-sig") as handle:
         reader = csv.DictReader(handle)
-        header = [h.strip() for h in (reader.fieldnames or [])]
+        try:
+            header = [h.strip() for h in (reader.fieldnames or [])]
+        except csv.Error as err:
+            raise AnnotationError(labels_path, "line 1", f"unreadable CSV header ({err})") from None
         reader.fieldnames = header
         for column in HECO_COLUMNS:
             if column not in header:
                 raise AnnotationError(labels_path, column, f"missing column (header: {header})")
-        rows = list(reader)
+        rows = read_csv_rows(labels_path, reader)
 
     grouped: dict[str, ImageRecord | None] = {}
     for line, row in enumerate(rows, start=2):
@@ -177,6 +180,9 @@ def load_heco(
         record = grouped[name]
         if record is None:
             continue
+        if box[2] < box[0] or box[3] < box[1]:
+            report.note("box corners swapped (xmax < xmin or ymax < ymin), read as the box they span",
+                        f"{labels_path.name}:{where}")
         x1, x2 = sorted((box[0], box[2]))
         y1, y2 = sorted((box[1], box[3]))
         clipped = np.array([np.clip(x1, 0, record.width), np.clip(y1, 0, record.height),

@@ -6,8 +6,10 @@ transforms, trainers and evaluators never see a file format.
 
 from __future__ import annotations
 
+import csv
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -78,3 +80,17 @@ class FaceRecord:
 
 class AnnotationError(FieldError):
     """A malformed annotation; the message names the file and the field."""
+
+
+def read_csv_rows(path: str | Path, reader: Any) -> list:
+    """Every row of a ``csv`` reader over ``path``; a row the csv module refuses (a field over
+    its 131072-character limit, a NUL byte) is an AnnotationError naming the line."""
+    rows = []
+    try:
+        for row in reader:
+            rows.append(row)
+    except csv.Error as err:
+        # A DictReader's own line_num lags one row behind its underlying reader's.
+        line = getattr(reader, "reader", reader).line_num
+        raise AnnotationError(path, f"line {line}", f"unreadable CSV row ({err})") from None
+    return rows

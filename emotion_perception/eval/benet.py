@@ -23,6 +23,7 @@ Writes to ``out_dir``:
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -32,8 +33,12 @@ import numpy as np
 import torch
 
 from emotion_perception.data.categories import EMOTIC_CATEGORIES
+from emotion_perception.data.datasets import drop_unusable_images
 from emotion_perception.data.records import ImageRecord
+from emotion_perception.data.report import ReadReport
 from emotion_perception.eval import metrics as M
+
+LOGGER = logging.getLogger(__name__)
 
 
 def _strict_json(value: Any) -> Any:
@@ -246,6 +251,9 @@ def evaluate_benet(
             raise ValueError("evaluate_benet: give data_root (an EMOTIC folder) or records")
         records = load_benet_records(data_root, split)
     records = list(records)[:max_images] if max_images else list(records)
+    unusable = ReadReport(source=f"eval benet {split}")
+    records = drop_unusable_images(records, unusable)  # skipped and reported, not a crash mid-run
+    unusable.log(LOGGER)
     if not records:
         raise ValueError(f"evaluate_benet: no images in split {split!r} of {data_root}")
     categories = _category_names(config.num_emotions)

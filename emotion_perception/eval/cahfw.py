@@ -15,6 +15,7 @@ trained with (its ``train_config``), so ``split="val"`` is the very hold-out of 
 from __future__ import annotations
 
 import json
+import logging
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,12 +25,16 @@ import numpy as np
 import torch
 
 from emotion_perception.data.categories import CAER_CATEGORIES
+from emotion_perception.data.datasets import drop_unusable_images
 from emotion_perception.data.records import FaceRecord
+from emotion_perception.data.report import ReadReport
 from emotion_perception.eval.metrics import accuracy, confusion_matrix, per_class_accuracy
 from emotion_perception.train.common import jsonable, select_device
 
 # Dataset-reading settings taken from the checkpoint's train_config when present.
 _READER_DEFAULTS: dict[str, Any] = {"detector": "cnn", "no_face": "keep", "val_fraction": 0.1, "seed": 0}
+
+LOGGER = logging.getLogger(__name__)
 
 
 @torch.no_grad()
@@ -101,6 +106,11 @@ def evaluate_cahfw(
             raise ValueError("evaluate_cahfw: give data_root (a CAER-S folder) or records")
         reader = {key: train_config.get(key, default) for key, default in _READER_DEFAULTS.items()}
         records = load_caer(data_root, split, progress=progress, **reader)
+    unusable = ReadReport(source=f"eval cahfw {split}")
+    records = drop_unusable_images(list(records), unusable)  # skipped and reported, not a crash mid-run
+    unusable.log(LOGGER)
+    if not records:
+        raise ValueError(f"evaluate_cahfw: no usable images in split {split!r} of {data_root}")
     class_names = list(CAER_CATEGORIES) if config.num_classes == len(CAER_CATEGORIES) else [
         f"class {i}" for i in range(config.num_classes)]
     dataset = CAHFWDataset(records, config.input_size, train=False, num_classes=config.num_classes,
