@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -384,3 +386,43 @@ def test_the_untouched_cards_load(card_exports):
     for model in ("benet", "benet_decode", "cahfw"):
         predictor = load_predictor(card_exports[model], backend="onnxruntime", device="cpu", face_detector="hog")
         assert predictor.model_name == model.split("_")[0]
+
+
+def test_partials_of_killed_exports_are_cleaned_and_a_failed_export_leaves_none(files, tmp_path):
+    import subprocess
+    import sys
+
+    from emotion_perception.runtime.model_files import cached_onnx
+
+    cache = tmp_path / "cache"
+    onnx_dir = cache / "onnx"
+    onnx_dir.mkdir(parents=True)
+    path, _ = cached_onnx(files["benet"], cache)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(dead.stdout)
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        stale = [path.with_name(f"{path.stem}.partial-{dead_pid}.onnx"),
+                 path.with_name(f"{path.stem}.partial-{dead_pid}.onnx.json")]
+        busy = path.with_name(f"{path.stem}.partial-{alive.pid}.onnx")
+        for leftover in (*stale, busy):
+            leftover.write_bytes(b"half an export")
+        again, _ = cached_onnx(files["benet"], cache)  # reused from the cache, and the stale ones go
+        assert again == path
+        assert not any(p.exists() for p in stale) and busy.exists()
+    finally:
+        alive.kill()
+        alive.wait()
+
+    # an export that fails midway removes its own partial
+    import emotion_perception.export.onnx_export as onnx_export
+
+    def half_then_fail(model, out, **kwargs):
+        Path(out).write_bytes(b"half")
+        raise RuntimeError("exporter crashed")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(onnx_export, "export_onnx", half_then_fail)
+        with pytest.raises(RuntimeError, match="exporter crashed"):
+            cached_onnx(files["benet"], tmp_path / "other_cache")
+    assert not list((tmp_path / "other_cache" / "onnx").glob("*partial*"))

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import glob
 import logging
 import os
 import zipfile
@@ -187,6 +188,7 @@ def _cached_model_file(
 ) -> tuple[Path, ModelCard]:
     """``path`` and its card if the card is ``reusable``; else ``make(partial)`` writes a model and
     its sidecar card at ``partial`` and both are renamed into place."""
+    remove_stale_partials(path)
     if path.is_file():
         try:
             card = read_onnx_card(path)
@@ -199,10 +201,46 @@ def _cached_model_file(
     # Written beside the final name and renamed: two processes loading the same model at once
     # must never see a half-written file.
     partial = path.with_name(f"{path.stem}.partial-{os.getpid()}.onnx")
-    card = make(partial)
-    os.replace(sidecar_path(partial), sidecar_path(path))
-    os.replace(partial, path)
+    try:
+        card = make(partial)
+        os.replace(sidecar_path(partial), sidecar_path(path))
+        os.replace(partial, path)
+    finally:  # a failed export leaves nothing behind (a killed one is cleaned by the next call)
+        for leftover in (partial, sidecar_path(partial)):
+            leftover.unlink(missing_ok=True)
     return path, card
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's live process
+    except OverflowError:
+        return False
+    return True
+
+
+def remove_stale_partials(path: Path) -> list[Path]:
+    """Delete ``<stem>.partial-PID.onnx`` files (and their cards) beside ``path`` whose writer
+    process is gone, e.g. an exporter killed mid-export; returns what was removed. Files of live
+    processes are left to them."""
+    removed = []
+    for partial in path.parent.glob(f"{glob.escape(path.stem)}.partial-*.onnx"):
+        pid_text = partial.name[len(path.stem) + len(".partial-"):-len(".onnx")]
+        if not pid_text.isdigit() or int(pid_text) == os.getpid() or _process_alive(int(pid_text)):
+            continue
+        for stale in (partial, sidecar_path(partial)):
+            try:
+                stale.unlink()
+                removed.append(stale)
+            except FileNotFoundError:
+                pass  # another process cleaned it first
+    if removed:
+        LOGGER.info("removed %d stale partial file(s) of killed exports beside %s", len(removed), path)
+    return removed
 
 
 def cached_onnx(checkpoint: str | Path, cache_dir: str | Path, precision: str = "fp32") -> tuple[Path, ModelCard]:
