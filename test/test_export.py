@@ -353,3 +353,14 @@ def test_export_cli_errors_are_one_line(tmp_path, capsys):
     assert cli_main(["export", "--checkpoint", str(tmp_path / "corrupt.pt"), "--out", str(tmp_path / "x.onnx")]) == 2
     err = capsys.readouterr().err
     assert "corrupt.pt" in err and "not a readable torch checkpoint" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("target, says", [("file/benet.onnx", "cannot create its folder"),
+                                           ("folder", "is a folder")])
+def test_export_cli_unwritable_outputs_are_one_line(tmp_path, capsys, target, says):
+    checkpoint = save_checkpoint(peaky_benet(), tmp_path / "benet.pt", "benet")
+    (tmp_path / "file").write_text("x")
+    (tmp_path / "folder").mkdir()
+    assert cli_main(["export", "--checkpoint", str(checkpoint), "--out", str(tmp_path / target), "--no-parity"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and says in err and "Traceback" not in err

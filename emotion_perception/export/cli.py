@@ -108,6 +108,24 @@ def _export_onnx(args: argparse.Namespace, model, checkpoint: dict, out: Path, p
     return out, True
 
 
+def output_problem(out: Path) -> str | None:
+    """Why the model (and its ``.json`` card) cannot be written at ``out``, or None; creates the
+    folder when it is missing."""
+    import os
+
+    if out.is_dir():
+        return "is a folder (give a file name, e.g. model.onnx)"
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        return f"cannot create its folder {out.parent} ({err.strerror or err})"
+    if not out.parent.is_dir():
+        return f"{out.parent} is not a folder"
+    if not os.access(out.parent, os.W_OK):
+        return f"its folder {out.parent} is not writable"
+    return None
+
+
 def main(args: argparse.Namespace) -> int:
     import logging
     import sys
@@ -130,6 +148,10 @@ def main(args: argparse.Namespace) -> int:
         print(f"error: --opset must be >= 17, got {args.opset}", file=sys.stderr)
         return 2
     out: Path = args.out
+    problem = output_problem(out)
+    if problem:  # before minutes of export work
+        print(f"error: --out {out}: {problem}", file=sys.stderr)
+        return 2
     try:
         if args.format == "tensorrt":
             trt = import_tensorrt()  # fail before any export work when TensorRT is missing
@@ -156,6 +178,9 @@ def main(args: argparse.Namespace) -> int:
         )
     except (FileNotFoundError, CheckpointError, TensorRTUnavailableError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # the output went away or filled the disk mid-export
+        print(f"error: --out {out}: cannot write ({err.strerror or err})", file=sys.stderr)
         return 2
     print(f"wrote {engine} and {engine}.json (from {onnx_path})")
     return 0 if ok else 1
