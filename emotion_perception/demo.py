@@ -114,7 +114,7 @@ def main(args: argparse.Namespace) -> int:
     import cv2
     import numpy as np
 
-    from emotion_perception.bench.bag_io import decode_frame, read_image_bag
+    from emotion_perception.bench.bag_io import BagError, decode_frame, read_image_bag
     from emotion_perception.bench.replay import NodeProcess, Replayer
     from emotion_perception.ros.debug_image import draw_person_emotions
 
@@ -126,11 +126,15 @@ def main(args: argparse.Namespace) -> int:
     except FileNotFoundError as err:
         print(f"error: {err}")
         return 2
-    frames = list(read_image_bag(bag))
-    images = {}
-    for frame in frames:
-        _, rgb = decode_frame(frame)
-        images[len(images)] = rgb
+    try:
+        frames = list(read_image_bag(bag))
+        images = {}
+        for frame in frames:
+            _, rgb = decode_frame(frame)
+            images[len(images)] = rgb
+    except BagError as err:
+        print(f"error: {err}")
+        return 2
 
     # Keep the demo's traffic on this machine unless the user chose otherwise.
     env = dict(os.environ)

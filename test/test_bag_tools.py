@@ -130,3 +130,43 @@ def test_bench_bag_through_the_real_node_counts_add_up(tmp_path, ros_env):
     slow, fast = report["runs"]
     assert fast["dropped"] >= slow["dropped"]  # 40 Hz outruns a CPU node; 4 Hz should not
     assert report_path.with_suffix(".png").is_file()
+
+
+def _bag_with_a_garbled_message(path: Path) -> Path:
+    """A well-formed rosbag2 whose second Image message is 40 bytes of garbage (a truncated
+    recording, a writer bug): the container opens, the message does not deserialize."""
+    from rosbags.rosbag2 import Writer
+    from rosbags.typesys import Stores, get_typestore
+
+    write_image_bag(path.with_name("good"), _frames(1), rate_hz=10.0)
+    (good,) = list(read_image_bag(path.with_name("good")))
+    store = get_typestore(Stores.ROS2_KILTED)
+    with Writer(path, version=9) as writer:
+        connection = writer.add_connection("/camera/image_raw", "sensor_msgs/msg/Image", typestore=store)
+        writer.write(connection, good.timestamp_ns, good.cdr)
+        writer.write(connection, good.timestamp_ns + 1, b"\x00\x01\x00\x00" + b"\xff" * 36)
+    return path
+
+
+def test_a_garbled_message_or_annotation_file_is_a_bag_error_naming_it(tmp_path):
+    from emotion_perception.bench.bag_io import check_bag, decode_frame
+
+    bag = _bag_with_a_garbled_message(tmp_path / "bag")
+    first, second = list(read_image_bag(bag))
+    assert decode_frame(first)[1].shape[2] == 3
+    with pytest.raises(BagError, match="not a readable sensor_msgs/msg/Image"):
+        decode_frame(second)
+    with pytest.raises(BagError, match="not a readable"):
+        check_bag(bag)
+    write_image_bag(tmp_path / "noted", _frames(1), rate_hz=10.0)
+    (tmp_path / "noted" / "annotations.jsonl").write_text("{not json\n")
+    with pytest.raises(BagError, match="annotations.jsonl: not one JSON object"):
+        check_bag(tmp_path / "noted")
+
+
+def test_bench_bag_refuses_a_damaged_bag_in_one_line(tmp_path):
+    bag = _bag_with_a_garbled_message(tmp_path / "bag")
+    with pytest.raises(SystemExit) as stop:
+        cli_main(["bench", "bag", "--bag", str(bag), "--rate", "5", "--json", str(tmp_path / "out.json")])
+    message = str(stop.value.code)
+    assert message.startswith("bench bag: ") and "not a readable" in message and "\n" not in message

@@ -243,10 +243,14 @@ def main(args) -> int:
     import os
     import random
 
+    from emotion_perception.bench.bag_io import BagError, check_bag
+
     bags = [Path(b) for b in args.bag]
     for bag in bags:
-        if not (bag / "metadata.yaml").is_file():
-            raise SystemExit(f"bench bag: {bag} is not a rosbag2 directory")
+        try:
+            check_bag(bag)  # a damaged bag is one line here, not a traceback mid-benchmark
+        except BagError as err:
+            raise SystemExit(f"bench bag: {err}") from None
     rates = [float(r) for r in args.rate.split(",")] if args.rate else None
     parameters = {}
     for item in args.param:

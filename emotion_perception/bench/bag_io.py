@@ -132,7 +132,14 @@ def read_image_bag(path: str | Path, topic: str | None = None) -> Iterator[BagFr
                            f"(topics: {sorted({c.topic for c in reader.connections})})")
         if len(topics) > 1:
             raise BagError(f"{path}: several image topics {topics}; choose one with --topic")
-        for connection, timestamp, data in reader.messages(connections=images):
+        messages = reader.messages(connections=images)
+        while True:
+            try:
+                connection, timestamp, data = next(messages)
+            except StopIteration:
+                break
+            except Exception as err:  # a damaged chunk or row, whatever the storage raises
+                raise BagError(f"{path}: damaged bag: {type(err).__name__}: {err}") from err
             yield BagFrame(connection.topic, connection.msgtype, int(timestamp), bytes(data))
     finally:
         reader.close()
@@ -142,10 +149,30 @@ def decode_frame(frame: BagFrame) -> tuple[int, np.ndarray]:
     """(header stamp in ns, RGB image) of a bag frame, without ROS."""
     from emotion_perception.ros.image_conversion import compressed_to_rgb, image_to_rgb
 
-    message = _typestore().deserialize_cdr(frame.cdr, frame.msgtype)
+    from emotion_perception.ros.image_conversion import ImageConversionError
+
+    try:
+        message = _typestore().deserialize_cdr(frame.cdr, frame.msgtype)
+    except Exception as err:  # truncated or garbled CDR: rosbags raises struct / index / its own errors
+        raise BagError(f"frame at {frame.timestamp_ns} ns on {frame.topic}: not a readable "
+                       f"{frame.msgtype} ({type(err).__name__}: {err})") from err
     stamp_ns = message.header.stamp.sec * 10**9 + message.header.stamp.nanosec
-    rgb = compressed_to_rgb(message) if frame.msgtype == COMPRESSED_TYPE else image_to_rgb(message)
+    try:
+        rgb = compressed_to_rgb(message) if frame.msgtype == COMPRESSED_TYPE else image_to_rgb(message)
+    except ImageConversionError as err:
+        raise BagError(f"frame at {frame.timestamp_ns} ns on {frame.topic}: {err}") from err
     return stamp_ns, rgb
+
+
+def check_bag(path: str | Path, topic: str | None = None) -> int:
+    """The number of image frames of a bag after reading and decoding every one (BagError
+    naming the bag or the frame otherwise), so tools can refuse a damaged bag up front."""
+    count = 0
+    for frame in read_image_bag(path, topic):
+        decode_frame(frame)
+        count += 1
+    read_annotations(path)
+    return count
 
 
 def read_annotations(path: str | Path) -> dict[int, dict]:
@@ -153,5 +180,8 @@ def read_annotations(path: str | Path) -> dict[int, dict]:
     file = Path(path) / "annotations.jsonl"
     if not file.is_file():
         return {}
-    records = [json.loads(line) for line in file.read_text(encoding="utf-8").splitlines() if line.strip()]
-    return {record.pop("stamp_ns"): record for record in records}
+    try:
+        records = [json.loads(line) for line in file.read_text(encoding="utf-8").splitlines() if line.strip()]
+        return {record.pop("stamp_ns"): record for record in records}
+    except (ValueError, KeyError, AttributeError, TypeError) as err:
+        raise BagError(f"{file}: not one JSON object with 'stamp_ns' per line ({type(err).__name__}: {err})") from err
