@@ -32,3 +32,16 @@ def quote_untrusted(value: object, limit: int = 64) -> str:
     if len(text) > limit:
         quoted += f"... ({len(text)} characters)"
     return quoted
+
+
+def output_file_problem(option: str, path: Path) -> str | None:
+    """Why a command's output file ``path`` (given as ``option``) cannot be written, or None:
+    checked before a run's work, so a typo does not cost a benchmark and end in a traceback."""
+    if path.is_dir():
+        return f"{option} {path}: is a folder, not a file"
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                return f"{option} {path}: {parent} is a file, not a folder"
+            break
+    return None

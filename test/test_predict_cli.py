@@ -201,3 +201,17 @@ def test_bench_is_a_group_of_subcommands():
     assert args.bench_command == "model"
     with pytest.raises(SystemExit):
         parser.parse_args(["bench"])
+
+
+@pytest.mark.parametrize("target", ["folder", "file/out.json"])
+def test_bench_json_targets_of_the_wrong_kind_are_one_line_before_any_work(workspace, tmp_path, capsys, target):
+    (tmp_path / "file").write_text("x")
+    (tmp_path / "folder").mkdir()
+    code = cli_main(["bench", "model", "--model", str(workspace["benet"]), "--backends", "torch",
+                     "--json", str(tmp_path / target)])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--json" in err and "Traceback" not in err
+    with pytest.raises(SystemExit) as stop:
+        cli_main(["bench", "bag", "--bag", str(tmp_path), "--rate", "5", "--json", str(tmp_path / target)])
+    assert str(stop.value.code).startswith("bench bag: --json") and "\n" not in str(stop.value.code)

@@ -244,6 +244,11 @@ def main(args) -> int:
     import random
 
     from emotion_perception.bench.bag_io import BagError, check_bag
+    from emotion_perception.errors import output_file_problem
+
+    problem = output_file_problem("--json", Path(args.json))
+    if problem:
+        raise SystemExit(f"bench bag: {problem}")
 
     bags = [Path(b) for b in args.bag]
     for bag in bags:

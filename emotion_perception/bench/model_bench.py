@@ -400,6 +400,12 @@ def main(args: argparse.Namespace) -> int:
     # Our own progress at INFO; third-party libraries (ONNX Runtime's quantiser) only warnings.
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("emotion_perception").setLevel(logging.INFO)
+    from emotion_perception.errors import output_file_problem
+
+    problem = output_file_problem("--json", args.json) if args.json is not None else None
+    if problem:  # before minutes of measuring
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     cache_dir = args.cache_dir or default_cache_dir()
     try:
         people = [int(p) for p in _split(args.people)]

@@ -70,11 +70,9 @@ def output_target_problem(args: argparse.Namespace) -> str | None:
     """Why ``--draw`` / ``--json`` cannot be written, checked before any model loads."""
     if args.draw is not None and args.draw.exists() and not args.draw.is_dir():
         return f"--draw {args.draw}: is a file, not a folder"
-    if args.json is not None and args.json.is_dir():
-        return f"--json {args.json}: is a folder, not a file"
-    if args.json is not None and args.json.parent.exists() and not args.json.parent.is_dir():
-        return f"--json {args.json}: {args.json.parent} is a file, not a folder"
-    return None
+    from emotion_perception.errors import output_file_problem
+
+    return output_file_problem("--json", args.json) if args.json is not None else None
 
 
 def main(args: argparse.Namespace) -> int:
