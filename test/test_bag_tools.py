@@ -20,6 +20,7 @@ from emotion_perception.bench.bag_io import (
 )
 from emotion_perception.bench.scenes import photo_collage_frames, synthetic_frames
 from emotion_perception.cli import main as cli_main
+from emotion_perception.data.imageio import write_rgb
 from emotion_perception.eval.metrics import box_iou
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -170,3 +171,14 @@ def test_bench_bag_refuses_a_damaged_bag_in_one_line(tmp_path):
         cli_main(["bench", "bag", "--bag", str(bag), "--rate", "5", "--json", str(tmp_path / "out.json")])
     message = str(stop.value.code)
     assert message.startswith("bench bag: ") and "not a readable" in message and "\n" not in message
+
+
+def test_bag_make_from_images_names_an_unusable_image_in_one_line(tmp_path):
+    images = tmp_path / "images"
+    images.mkdir()
+    write_rgb(images / "a.png", _frames(1)[0])
+    (images / "b.png").write_bytes(b"not a png")
+    with pytest.raises(SystemExit) as stop:
+        cli_main(["bag", "make", "--images", str(images), "--out", str(tmp_path / "bag")])
+    message = str(stop.value.code)
+    assert message.startswith("bag make: ") and "b.png" in message and "\n" not in message

@@ -86,7 +86,12 @@ def main(args: argparse.Namespace) -> int:
         frame_list, annotations = synthetic_frames(args.synthetic, args.people, *args.size, seed=args.seed)
         frames = iter(frame_list)
     args.rate = args.rate or 15.0
-    count = write_image_bag(args.out, frames, args.rate, topic=args.topic, frame_id=args.frame_id,
-                            compressed=args.compressed, storage=args.storage, annotations=annotations)
+    from emotion_perception.data.imageio import ImageError
+
+    try:
+        count = write_image_bag(args.out, frames, args.rate, topic=args.topic, frame_id=args.frame_id,
+                                compressed=args.compressed, storage=args.storage, annotations=annotations)
+    except (FileNotFoundError, ImageError) as err:  # an input image that cannot be used
+        raise SystemExit(f"bag make: {err} (the bag in {args.out} is incomplete)") from None
     print(f"wrote {count} frames to {args.out} ({args.storage}, {args.compressed or 'rgb8'}, {args.rate:g} Hz, topic {args.topic})")
     return 0
