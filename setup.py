@@ -48,6 +48,10 @@ setup(
         "pyyaml>=6",
         "tqdm>=4.60",
         "matplotlib>=3.7",
+        # Tracking (on by default in the nodes). trackers==2.6.1 itself is installed by
+        # scripts/setup.sh with --no-deps: it declares opencv-python, which would clash with
+        # the headless build (scripts/requirements-nodeps.txt); trackeval (eval tracking) too.
+        "supervision>=0.26.1",
     ],
     extras_require={
         "train": ["tensorboard>=2.14", "scikit-learn>=1.3", "pycocotools>=2.0.7"],

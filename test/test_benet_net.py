@@ -89,15 +89,22 @@ def test_the_half_resolution_stage_takes_backbone_features_and_the_quarter_outpu
 
 
 def test_checkpoints_without_the_new_fields_load_as_they_were_built(tmp_path) -> None:
-    # The demo models predate published_biases / deconv_from_backbone: their configs lack the
-    # fields, which then take the legacy values (not today's defaults), so the weights still fit.
+    # Checkpoints older than published_biases / deconv_from_backbone (the first demo models)
+    # lack the fields, which then take the legacy values (not today's defaults), so their
+    # weights still fit; the shipped demo model is trained with the published ones.
     from emotion_perception.nets.factory import config_from_dict, load_model_from_checkpoint
 
-    config = config_from_dict("benet", {k: v for k, v in dataclasses.asdict(create_model("benet", "tiny").config).items()
-                                        if k not in ("published_biases", "deconv_from_backbone")})
+    fields = {k: v for k, v in dataclasses.asdict(create_model("benet", "tiny").config).items()
+              if k not in ("published_biases", "deconv_from_backbone")}
+    config = config_from_dict("benet", fields)
     assert (config.published_biases, config.deconv_from_backbone) == (False, False)
-    model, _ = load_model_from_checkpoint(Path(__file__).resolve().parents[1] / "models" / "benet_lite_demo.pt")
+    legacy = create_model("benet", "tiny", published_biases=False, deconv_from_backbone=False)
+    path = tmp_path / "legacy.pt"
+    torch.save({"model": legacy.state_dict(), "model_name": "benet", "config": fields}, path)
+    model, _ = load_model_from_checkpoint(path)
     assert not model.config.published_biases and model.heatmap_head.final_4[0].bias is None
+    demo, _ = load_model_from_checkpoint(Path(__file__).resolve().parents[1] / "models" / "benet_lite_demo.pt")
+    assert demo.config.published_biases and demo.config.deconv_from_backbone
 
 
 def test_spatial_attention_matches_numpy() -> None:

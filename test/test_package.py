@@ -49,11 +49,13 @@ IMPORT_TO_ROSDEP = {
     "dlib": "python3-dlib-pip",
     "face_recognition_models": "python3-dlib-pip",
     "rosbags": "python3-rosbags-pip",
+    "trackers": "python3-trackers-pip",
+    "supervision": "python3-supervision-pip",
 }
 # Imported only by training/evaluation/export tooling, not by the robot at run time: these are
 # pip extras (setup.py extras_require), not package.xml run dependencies.
 TOOLING_ONLY = {"tensorboard", "sklearn", "pycocotools", "onnx", "onnxslim", "onnxsim", "tensorrt",
-                "skimage", "hypothesis", "pytest", "catkin_pkg", "psutil", "mcap"}
+                "skimage", "hypothesis", "pytest", "catkin_pkg", "psutil", "mcap", "trackeval"}
 
 
 def _python_files() -> list[Path]:

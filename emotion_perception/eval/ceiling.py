@@ -131,7 +131,7 @@ def _bin_label(bin_: dict[str, Any]) -> str:
 
 
 def main_ceiling(predictions_path: Path, data_root: Path, split: str, input_size: int, out: Path | None) -> int:
-    from PIL import Image
+    from emotion_perception.data.imageio import image_size
 
     with np.load(predictions_path, allow_pickle=False) as data:
         predictions = {key: data[key] for key in data.files}
@@ -141,8 +141,7 @@ def main_ceiling(predictions_path: Path, data_root: Path, split: str, input_size
     sizes = []
     for image_path in image_paths:
         path = Path(image_path)
-        with Image.open(path if path.is_absolute() or path.exists() else Path(data_root) / path) as image:
-            sizes.append(image.size)  # reads the header only
+        sizes.append(image_size(path if path.is_absolute() or path.exists() else Path(data_root) / path))
     report = synthetic_ceiling(predictions, cue_categories(data_root, split, image_paths), input_size, np.array(sizes))
     text = markdown(report)
     print(text)
