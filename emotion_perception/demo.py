@@ -106,7 +106,9 @@ def _describe(index: int, message) -> str:
                         for name in list(person.labels)[:3]) or "(no emotion over threshold)"
         vad = "" if person.valence != person.valence else (
             f"  V {person.valence:.2f} A {person.arousal:.2f} D {person.dominance:.2f}")
-        lines.append(f"      #{person.id} score {person.score:.2f} box {box}  {top}{vad}")
+        # An empty id is a person whose track is not confirmed yet (track_confirmation_frames).
+        who = f"id {person.id:>3}" if person.id else "id new"
+        lines.append(f"      {who} score {person.score:.2f} box {box}  {top}{vad}")
     return "\n".join(lines)
 
 
