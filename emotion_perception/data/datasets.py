@@ -52,17 +52,21 @@ UNUSABLE_IMAGE = "image missing, header unreadable, not PNG/JPEG/BMP/WebP, or ov
 
 
 def drop_unusable_images(records: Sequence[Any], report: ReadReport,
-                         max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> list[Any]:
+                         max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS, decode: bool = False) -> list[Any]:
     """The records (anything with a ``path``) whose image exists and whose header gives a size
     within ``max_pixels``; the others are skipped and counted in ``report``. Reads headers only
     (a few hundred bytes per image), so a run checks its whole split before the first batch
-    instead of dying on image 5,000."""
+    instead of dying on image 5,000. ``decode`` also decodes each image once, which catches a
+    readable header over a broken body (a JPEG cut after its header); evaluation does, as it
+    reads every image anyway."""
     kept = []
     for record in records:
         try:
             width, height = image_size(record.path)
             if width * height > max_pixels:
                 raise ImageError(f"{record.path}: {width}x{height} is over the limit of {max_pixels} pixels")
+            if decode:
+                read_rgb(record.path, max_pixels)
         except (FileNotFoundError, ImageError) as err:
             report.skip_image(UNUSABLE_IMAGE, str(err))
             continue

@@ -252,7 +252,7 @@ def evaluate_benet(
         records = load_benet_records(data_root, split)
     records = list(records)[:max_images] if max_images else list(records)
     unusable = ReadReport(source=f"eval benet {split}")
-    records = drop_unusable_images(records, unusable)  # skipped and reported, not a crash mid-run
+    records = drop_unusable_images(records, unusable, decode=True)  # skipped and reported, not a crash mid-run
     unusable.log(LOGGER)
     if not records:
         raise ValueError(f"evaluate_benet: no images in split {split!r} of {data_root}")

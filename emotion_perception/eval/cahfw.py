@@ -107,7 +107,7 @@ def evaluate_cahfw(
         reader = {key: train_config.get(key, default) for key, default in _READER_DEFAULTS.items()}
         records = load_caer(data_root, split, progress=progress, **reader)
     unusable = ReadReport(source=f"eval cahfw {split}")
-    records = drop_unusable_images(list(records), unusable)  # skipped and reported, not a crash mid-run
+    records = drop_unusable_images(list(records), unusable, decode=True)  # skipped and reported, not a crash mid-run
     unusable.log(LOGGER)
     if not records:
         raise ValueError(f"evaluate_cahfw: no usable images in split {split!r} of {data_root}")
