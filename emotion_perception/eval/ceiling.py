@@ -132,6 +132,7 @@ def _bin_label(bin_: dict[str, Any]) -> str:
 
 def main_ceiling(predictions_path: Path, data_root: Path, split: str, input_size: int, out: Path | None) -> int:
     from emotion_perception.data.imageio import image_size
+    from emotion_perception.train.common import jsonable  # as eval/cahfw.py (NaN -> null)
 
     with np.load(predictions_path, allow_pickle=False) as data:
         predictions = {key: data[key] for key in data.files}
@@ -147,16 +148,7 @@ def main_ceiling(predictions_path: Path, data_root: Path, split: str, input_size
     print(text)
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(_finite(report), indent=2))
+        out.write_text(json.dumps(jsonable(report), indent=2))
         print(f"wrote {out}")
     return 0
 
-
-def _finite(value: Any) -> Any:
-    if isinstance(value, float):
-        return value if np.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_finite(v) for v in value]
-    return value

@@ -361,7 +361,8 @@ class EmotionPerceptionNode(LifecycleNode):
             max_people=settings["max_people"], **options,
         )
         ids = [str(index) for index in range(len(people))]
-        smoothed = [(p.scores, p.vad) for p in people]
+        raw = [(p.scores, p.vad) for p in people]
+        smoothed = raw
         if self._tracker is not None:
             if self._tracker.smoothing.time_constant_s != settings["smoothing_time_constant"]:
                 from emotion_perception.runtime.smoothing import SmoothingSettings
@@ -376,7 +377,6 @@ class EmotionPerceptionNode(LifecycleNode):
         out = self._to_message(msg.header, people, ids, smoothed, settings["emotion_threshold"])
         self._emotions_pub.publish(out)
         if settings["publish_raw_emotions"]:
-            raw = [(p.scores, p.vad) for p in people]
             self._raw_pub.publish(self._to_message(msg.header, people, ids, raw, settings["emotion_threshold"]))
         if settings["publish_debug_image"]:
             self._publish_debug_image(msg.header, rgb, out)
