@@ -115,3 +115,18 @@ def test_a_run_cut_mid_epoch_resumes_to_the_uninterrupted_result(model: str, tmp
         for key, value in expected.items():
             if key.startswith(("train_", "val_")):
                 assert got[key] == pytest.approx(value, rel=1e-6), (got["epoch"], key)
+
+
+def test_checkpoints_from_before_the_step_counter_resume_after_their_last_complete_pass() -> None:
+    from emotion_perception.train.benet import BENetTask
+    from emotion_perception.train.loop import progress_of
+
+    # An older last.pt cut one step into epoch 3: no "step" or "epoch_progress" keys, and the
+    # best value under its old name only.
+    history = [{"epoch": 1, "step": 3, "val_total": 5.0}, {"epoch": 2, "step": 6, "val_total": 4.0},
+               {"epoch": 3, "step": 7, "complete": False, "val_total": 3.5}]
+    old = {"epoch": 2, "metrics": {"history": history, "best_val_loss": 3.5}}
+    progress = progress_of(old, BENetTask)  # type: ignore[arg-type]  # class attributes suffice
+    assert (progress.epoch, progress.step, progress.epoch_step, progress.epoch_meters) == (2, 6, 0, {})
+    assert [row["epoch"] for row in progress.history] == [1, 2]  # epoch 3 is trained again, whole
+    assert progress.best == 4.0  # the best of the rows that remain (BENet: lowest val_total)

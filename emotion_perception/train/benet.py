@@ -1,4 +1,4 @@
-"""Training BENet: the recipe (:class:`BENetTrainConfig`) and the task :func:`train/loop.fit` runs.
+"""Training BENet: the recipe (:class:`BENetTrainConfig`) and the task that ``train/loop.py`` runs.
 
 Recipe (``config/train_benet.yaml``, fields of :class:`BENetTrainConfig`): Adam, learning rate
 1e-3, 250 epochs (the paper's), the BENet pre-transformations and augmentations of
@@ -21,7 +21,7 @@ import dataclasses
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -182,7 +182,7 @@ class BENetTask:
     model_name = "benet"
     best_metric = "val_total"
     higher_is_better = False
-    scheduler_interval = "epoch"
+    scheduler_interval: Literal["epoch", "step"] = "epoch"
     # Routed forward passes: a head with no image routed to it in a batch does not run, and
     # untrained heads (ablations) never do, so some parameters get no gradient.
     find_unused_parameters = True

@@ -1,5 +1,5 @@
-"""Training CAHFW-Net on CAER-S: the recipe (:class:`CAHFWTrainConfig`) and the task
-:func:`train/loop.fit` runs.
+"""Training CAHFW-Net on CAER-S: the recipe (:class:`CAHFWTrainConfig`) and the task that
+``train/loop.py`` runs.
 
 Recipe (``config/train_cahfw.yaml``, fields of :class:`CAHFWTrainConfig`): SGD with Nesterov
 momentum 0.9, learning rate 0.01 annealed to ``min_lr`` by a cosine over all ``epochs x steps per
@@ -19,7 +19,7 @@ import argparse
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -143,7 +143,7 @@ class CAHFWTask:
     model_name = "cahfw"
     best_metric = "val_accuracy"
     higher_is_better = True
-    scheduler_interval = "step"
+    scheduler_interval: Literal["epoch", "step"] = "step"
     find_unused_parameters = False
 
     def __init__(self, recipe: CAHFWTrainConfig) -> None:
