@@ -88,7 +88,7 @@ def test_incomplete_outputs_give_one_clear_error(tmp_path: Path, capsys: pytest.
 
 def test_ablation_recipes_differ_only_in_heads() -> None:
     from emotion_perception.train.benet import parse_recipe
-    from emotion_perception.train.common import load_recipe
+    from emotion_perception.train.recipes import load_recipe
 
     stem = "train_benet_lite_256_adam_lr1e-3_light"
     recipes = {heads: parse_recipe(load_recipe(REPO / "config" / f"{stem}{suffix}.yaml"))

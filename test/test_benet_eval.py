@@ -14,7 +14,8 @@ from sklearn.metrics import average_precision_score
 
 from emotion_perception.eval import metrics as M
 from emotion_perception.train import benet as TB
-from emotion_perception.train import common as C
+from emotion_perception.train.checkpoints import save_checkpoint
+from emotion_perception.train.recipes import load_recipe
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -36,7 +37,7 @@ def evaluated(synth_root: Path, tmp_path_factory) -> tuple[Path, Path]:
     from emotion_perception.cli import main
 
     run_dir = tmp_path_factory.mktemp("run")
-    values = {**C.load_recipe(REPO / "config" / "train_benet.yaml"), "preset": "tiny", "data_root": str(synth_root),
+    values = {**load_recipe(REPO / "config" / "train_benet.yaml"), "preset": "tiny", "data_root": str(synth_root),
               "batch_size": 4, "workers": 0, "epochs": 2, "max_train_images": 8, "max_val_images": 2,
               "augmentation": "modes_only"}
     TB.train_benet(values, argparse.Namespace(out=run_dir, device="cpu", config="test"))
@@ -221,7 +222,7 @@ def test_eval_cahfw_dispatches(tmp_path: Path) -> None:
                        config=dataclasses.replace(CAER_SYNTH_PRESETS["caer"], width=64, height=64), progress=False)
     torch.manual_seed(0)
     model = create_model("cahfw", "tiny")
-    C.save_checkpoint(tmp_path / "cahfw.pt", model=model, model_name="cahfw", model_config=model.config)
+    save_checkpoint(tmp_path / "cahfw.pt", model=model, model_name="cahfw", model_config=model.config)
     assert main(["eval", "cahfw", "--checkpoint", str(tmp_path / "cahfw.pt"), "--data", str(tmp_path / "caer"),
                  "--split", "test", "--out", str(tmp_path / "out"), "--device", "cpu"]) == 0
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
@@ -246,7 +247,7 @@ def test_eval_skips_and_reports_unusable_images(tmp_path: Path, synth_root: Path
     test_images[2].write_bytes(jpeg[:jpeg.find(b"\xff\xda")])  # header (and size) readable, no pixels
     torch.manual_seed(0)
     model = create_model("benet", "tiny")
-    C.save_checkpoint(tmp_path / "benet.pt", model=model, model_name="benet", model_config=model.config)
+    save_checkpoint(tmp_path / "benet.pt", model=model, model_name="benet", model_config=model.config)
     with caplog.at_level(logging.WARNING):
         code = main(["eval", "benet", "--checkpoint", str(tmp_path / "benet.pt"), "--data", str(root),
                      "--split", "test", "--out", str(tmp_path / "out"), "--device", "cpu", "--examples", "0"])
@@ -272,7 +273,7 @@ def test_eval_cahfw_skips_and_reports_unusable_images(tmp_path: Path, caplog) ->
     broken.write_bytes(b"\x89PNG truncated")
     torch.manual_seed(0)
     model = create_model("cahfw", "tiny")
-    C.save_checkpoint(tmp_path / "cahfw.pt", model=model, model_name="cahfw", model_config=model.config)
+    save_checkpoint(tmp_path / "cahfw.pt", model=model, model_name="cahfw", model_config=model.config)
     with caplog.at_level(logging.WARNING):
         assert main(["eval", "cahfw", "--checkpoint", str(tmp_path / "cahfw.pt"), "--data", str(tmp_path / "caer"),
                      "--split", "test", "--out", str(tmp_path / "out"), "--device", "cpu"]) == 0

@@ -14,7 +14,9 @@ import pytest
 import torch
 
 from emotion_perception.train import benet as TB
-from emotion_perception.train import common as C
+from emotion_perception.train.checkpoints import load_checkpoint
+from emotion_perception.train.loop import NonFiniteLossError
+from emotion_perception.train.recipes import ConfigError, load_recipe
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "config"
@@ -33,7 +35,7 @@ def synth_root(tmp_path_factory) -> Path:
 
 def _recipe(synth_root: Path, **overrides) -> TB.BENetTrainConfig:
     values = {
-        **C.load_recipe(CONFIG / "train_benet.yaml"),
+        **load_recipe(CONFIG / "train_benet.yaml"),
         "preset": "tiny", "data_root": str(synth_root), "batch_size": 2, "workers": 0,
         "max_train_images": 4, "max_val_images": 2, "augmentation": "modes_only", "seed": 0,
     }
@@ -55,7 +57,7 @@ def test_shipped_recipes_parse_and_select_heads(synth_root: Path) -> None:
         "train_benet_lite_256_adam_lr1e-3.yaml": ("bu", "det", "pc", "bg"),
     }
     for name, heads in expected.items():
-        recipe = TB.parse_recipe(C.load_recipe(CONFIG / name), CONFIG / name)
+        recipe = TB.parse_recipe(load_recipe(CONFIG / name), CONFIG / name)
         assert recipe.heads == heads, name
         assert (recipe.lr, recipe.epochs) == (1e-3, 250), name  # the paper's optimiser budget
         config = TB.model_config(recipe)
@@ -63,7 +65,7 @@ def test_shipped_recipes_parse_and_select_heads(synth_root: Path) -> None:
         assert config.background_head == ("bg" in heads)
         assert not config.vad_head
         assert TB.loss_config(recipe).heads == frozenset(heads)
-    assert TB.parse_recipe(C.load_recipe(CONFIG / "train_benet_emotic_heco.yaml")).heco_root == "data/HECO"
+    assert TB.parse_recipe(load_recipe(CONFIG / "train_benet_emotic_heco.yaml")).heco_root == "data/HECO"
 
     # Heads without a trainable image get no pre-transformation: no crops without PC, no masks without BG.
     bu_det = _recipe(synth_root, heads="bu,det")
@@ -73,15 +75,15 @@ def test_shipped_recipes_parse_and_select_heads(synth_root: Path) -> None:
 
 
 def test_bad_recipes_name_the_field(synth_root: Path, tmp_path: Path) -> None:
-    with pytest.raises(C.ConfigError, match=r"'heads'"):
+    with pytest.raises(ConfigError, match=r"'heads'"):
         _recipe(synth_root, heads="bu,face")
-    with pytest.raises(C.ConfigError, match=r"'lr_rate': unknown field"):
+    with pytest.raises(ConfigError, match=r"'lr_rate': unknown field"):
         _recipe(synth_root, lr_rate=0.1)
-    with pytest.raises(C.ConfigError, match=r"'preset'"):
+    with pytest.raises(ConfigError, match=r"'preset'"):
         _recipe(synth_root, preset="huge")
-    with pytest.raises(C.ConfigError, match=r"'augmentation'"):
+    with pytest.raises(ConfigError, match=r"'augmentation'"):
         _recipe(synth_root, augmentation="none")
-    with pytest.raises(C.ConfigError, match=r"\(loss\): field 'size_wieght'"):
+    with pytest.raises(ConfigError, match=r"\(loss\): field 'size_wieght'"):
         _recipe(synth_root, loss={"size_wieght": 1.0})
     bad = tmp_path / "bad.yaml"
     bad.write_text(f"base: {CONFIG / 'train_benet.yaml'}\nepochs: many\n")
@@ -128,7 +130,7 @@ def test_checkpoints_and_resume_match_an_uninterrupted_run(synth_root: Path, tmp
         assert (tmp_path / "full" / name).exists(), name
     assert list((tmp_path / "full" / "tensorboard").glob("events.out.tfevents.*"))
 
-    final = C.load_checkpoint(tmp_path / "full" / "final.pt")
+    final = load_checkpoint(tmp_path / "full" / "final.pt")
     assert final["model_name"] == "benet" and final["epoch"] == 3
     assert final["train_config"]["heads"] == ["bu", "det", "pc", "bg"]
     assert final["config"]["person_centric_head"] and final["config"]["background_head"]
@@ -137,11 +139,11 @@ def test_checkpoints_and_resume_match_an_uninterrupted_run(synth_root: Path, tmp
     history = final["metrics"]["history"]
     assert [row["epoch"] for row in history] == [1, 2, 3]
     # best.pt is the epoch with the lowest validation loss.
-    best = C.load_checkpoint(tmp_path / "full" / "best.pt")
+    best = load_checkpoint(tmp_path / "full" / "best.pt")
     lowest = min(history, key=lambda row: row["val_total"])
     assert best["epoch"] == lowest["epoch"]
     assert best["metrics"]["val_total"] == pytest.approx(lowest["val_total"])
-    assert final["metrics"]["best_val_loss"] == pytest.approx(lowest["val_total"])
+    assert final["metrics"]["best_val_total"] == pytest.approx(lowest["val_total"])
     # The checkpoint rebuilds the network on its own.
     model, _ = load_model_from_checkpoint(tmp_path / "full" / "final.pt")
     assert sum(p.numel() for p in model.parameters()) == sum(v.numel() for k, v in final["model"].items()
@@ -150,7 +152,7 @@ def test_checkpoints_and_resume_match_an_uninterrupted_run(synth_root: Path, tmp
     # Two epochs, then resume from last.pt for the third: the same weights as the straight run.
     TB.main(dataclasses.replace(recipe, epochs=2), TB.RunOptions(run_dir=tmp_path / "part", device="cpu"))
     TB.main(recipe, TB.RunOptions(run_dir=tmp_path / "part", device="cpu", resume=tmp_path / "part" / "last.pt"))
-    resumed = C.load_checkpoint(tmp_path / "part" / "final.pt")
+    resumed = load_checkpoint(tmp_path / "part" / "final.pt")
     assert resumed["epoch"] == 3
     assert [row["epoch"] for row in resumed["metrics"]["history"]] == [1, 2, 3]
     straight, continued = _state(tmp_path / "full" / "final.pt"), _state(tmp_path / "part" / "final.pt")
@@ -162,19 +164,19 @@ def test_checkpoints_and_resume_match_an_uninterrupted_run(synth_root: Path, tmp
 def test_max_minutes_and_non_finite_loss_stop_training(synth_root: Path, tmp_path: Path) -> None:
     recipe = _recipe(synth_root, epochs=5)
     TB.main(recipe, TB.RunOptions(run_dir=tmp_path / "timed", device="cpu", max_minutes=1e-9))
-    stopped = C.load_checkpoint(tmp_path / "timed" / "final.pt")
+    stopped = load_checkpoint(tmp_path / "timed" / "final.pt")
     # Cut short before its first step: no complete epoch, the row says so.
-    assert stopped["epoch"] == 0 and stopped["metrics"]["step"] == 0
+    assert stopped["epoch"] == 0 and stopped["step"] == 0 and stopped["metrics"]["step"] == 0
     assert stopped["metrics"]["complete"] is False
-    # Resuming redoes the pass that was cut short; its partial row leaves the history.
+    # Resuming continues the pass that was cut short; its complete row replaces the partial one.
     TB.main(dataclasses.replace(recipe, epochs=1),
             TB.RunOptions(run_dir=tmp_path / "timed", device="cpu", resume=tmp_path / "timed" / "last.pt"))
-    redone = C.load_checkpoint(tmp_path / "timed" / "final.pt")
+    redone = load_checkpoint(tmp_path / "timed" / "final.pt")
     assert redone["epoch"] == 1
     assert [(row["epoch"], row["complete"], row["step"]) for row in redone["metrics"]["history"]] == [(1, True, 2)]
 
     exploding = _recipe(synth_root, heads="bu,det", loss={"heatmap_weight": float("inf")})
-    with pytest.raises(C.NonFiniteLossError, match="step 0: non-finite BENet loss term.*total"):
+    with pytest.raises(NonFiniteLossError, match="step 0: non-finite BENet loss term.*total"):
         TB.main(exploding, TB.RunOptions(run_dir=tmp_path / "nan", device="cpu"))
     assert not (tmp_path / "nan" / "final.pt").exists()
 
@@ -201,7 +203,7 @@ def test_two_process_ddp_run_through_torchrun(synth_root: Path, tmp_path: Path) 
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=240)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    final = C.load_checkpoint(out / "final.pt")
+    final = load_checkpoint(out / "final.pt")
     assert final["metrics"]["step"] == 2  # two steps, each over 2 ranks x 2 images
     assert "val_total" in final["metrics"]
     # Rank 0 alone writes the log: one start line, not one per process.
@@ -219,5 +221,5 @@ def test_train_cahfw_dispatches(tmp_path: Path) -> None:
     recipe.write_text(f"base: {CONFIG / 'train_cahfw.yaml'}\npreset: tiny\nbatch_size: 4\nworkers: 0\nmax_steps: 2\n")
     assert main(["train", "cahfw", "--config", str(recipe), "--data", str(tmp_path / "caer"), "--epochs", "1",
                  "--out", str(tmp_path / "run"), "--device", "cpu"]) == 0
-    final = C.load_checkpoint(tmp_path / "run" / "final.pt")
+    final = load_checkpoint(tmp_path / "run" / "final.pt")
     assert final["model_name"] == "cahfw" and final["train_config"]["epochs"] == 1

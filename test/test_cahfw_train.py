@@ -18,7 +18,7 @@ from emotion_perception.data.categories import CAER_CATEGORIES
 from emotion_perception.eval.cahfw import evaluate_cahfw
 from emotion_perception.nets.cahfw import CAHFW_PRESETS
 from emotion_perception.train.cahfw import flooded, parse_recipe, train_cahfw
-from emotion_perception.train.common import ConfigError
+from emotion_perception.train.recipes import ConfigError
 
 # Seven well separated face colours (RGB), one per class: a tiny network learns them quickly.
 CLASS_COLOURS = np.array([
@@ -96,8 +96,9 @@ def test_checkpoint_layout(trained_run):
     run_dir, _ = trained_run
     checkpoint = torch.load(run_dir / "final.pt", map_location="cpu", weights_only=True)
     assert set(checkpoint) == {"model", "model_name", "config", "optimizer", "scheduler", "scaler", "epoch",
-                               "metrics", "train_config"}
-    assert checkpoint["model_name"] == "cahfw" and checkpoint["epoch"] == 30
+                               "step", "epoch_progress", "metrics", "train_config"}
+    assert checkpoint["model_name"] == "cahfw" and checkpoint["epoch"] == 30 and checkpoint["step"] == 90
+    assert checkpoint["epoch_progress"] == {"steps": 0, "meters": {}}  # ended at an epoch boundary
     assert checkpoint["config"] == asdict(CAHFW_PRESETS["tiny"])
     assert checkpoint["train_config"]["flooding"] == 0.05 and checkpoint["train_config"]["nesterov"] is True
     best = torch.load(run_dir / "best.pt", map_location="cpu", weights_only=True)
@@ -129,20 +130,44 @@ def test_evaluation_files_and_accuracy_match_sklearn(trained_run, caer_root, tmp
     assert written["split"] == "test" and written["num_images"] == 14
 
 
-def test_max_steps_variant_and_resume(caer_root, tmp_path):
+def _logged_steps(run_dir: Path) -> list[int]:
+    """Every step that ran and logged its loss (log_every 1), from all of the run's event files."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run_dir / "tensorboard"))
+    events.Reload()
+    return sorted(event.step for event in events.Scalars("train_step/loss"))
+
+
+def _cosine(step: int, total: int, lr: float, min_lr: float = 0.0) -> float:
+    return min_lr + (lr - min_lr) * (1 + np.cos(np.pi * step / total)) / 2
+
+
+def test_max_steps_cut_mid_epoch_and_resume(caer_root, tmp_path):
     torch.set_num_threads(1)
+    # 21 images, batch 7: 3 steps per epoch, 9 in all; the cut falls one step into epoch 2.
     recipe = tiny_recipe(caer_root, tmp_path / "run", variant="SE+AF", epochs=3, max_steps=4)
     train_cahfw(recipe, argparse.Namespace(device="cpu"))
     history = json.loads((tmp_path / "run" / "history.json").read_text())
-    assert [row["step"] for row in history] == [3, 4]  # stopped inside epoch 2
+    assert [(row["epoch"], row["step"], row["complete"]) for row in history] == [(1, 3, True), (2, 4, False)]
     last = torch.load(tmp_path / "run" / "last.pt", map_location="cpu", weights_only=True)
     assert last["config"]["variant"] == "SE+AF"
-    # Resume the same recipe without the cap: continues at epoch 3 and keeps the history.
+    assert (last["epoch"], last["step"], last["epoch_progress"]["steps"]) == (1, 4, 1)
+    # max_steps cuts the run, not the schedule: the cosine over all 9 steps, at step 4.
+    assert history[-1]["lr"] == pytest.approx(_cosine(4, 9, 0.05))
+
+    # Resume without the cap: the two steps epoch 2 had left, then epoch 3; each step once.
     recipe.update(max_steps=0)
     train_cahfw(recipe, argparse.Namespace(device="cpu", resume=str(tmp_path / "run" / "last.pt"),
                                            out=str(tmp_path / "run")))
     history = json.loads((tmp_path / "run" / "history.json").read_text())
-    assert [row["epoch"] for row in history] == [1, 2, 3]
+    assert [(row["epoch"], row["step"], row["complete"]) for row in history] == [(1, 3, True), (2, 6, True),
+                                                                                 (3, 9, True)]
+    assert _logged_steps(tmp_path / "run") == list(range(1, 10))
+    assert [row["lr"] for row in history] == pytest.approx([_cosine(s, 9, 0.05) for s in (3, 6, 9)], abs=1e-12)
+    final = torch.load(tmp_path / "run" / "final.pt", map_location="cpu", weights_only=True)
+    assert (final["epoch"], final["step"]) == (3, 9)
+    assert final["optimizer"]["param_groups"][0]["lr"] == pytest.approx(0.0, abs=1e-12)  # min_lr at the end
 
 
 def test_flooding():
@@ -168,7 +193,7 @@ def test_recipe_errors_name_file_and_field():
 
 
 def test_shipped_recipes_parse():
-    from emotion_perception.train.common import load_recipe
+    from emotion_perception.train.recipes import load_recipe
 
     config_dir = Path(__file__).resolve().parents[1] / "config"
     variants = {}

@@ -250,7 +250,9 @@ def test_dataset_training_augmentation_is_consistent_and_reproducible(face_recor
     replay = CAHFWDataset(records, size=64, train=True, seed=5)
     other_seed = CAHFWDataset(records, size=64, train=True, seed=6)
     seen_flipped = seen_plain = differs = False
-    for _ in range(12):
+    for epoch in range(12):  # the same frame in 12 epochs: fresh draws each
+        for data in (dataset, replay, other_seed):
+            data.set_epoch(epoch)
         face, context, label = dataset.sample_arrays(0)
         again = replay.sample_arrays(0)
         np.testing.assert_array_equal(context, again[1])  # same seed: same draws
@@ -267,17 +269,22 @@ def test_dataset_training_augmentation_is_consistent_and_reproducible(face_recor
     assert seen_plain and seen_flipped and differs
 
 
-def test_dataset_workers_draw_distinct_augmentations(face_records):
+def test_dataset_draws_depend_on_the_item_not_on_workers(face_records):
     records, _ = face_records
     dataset = CAHFWDataset([records[0]] * 8, size=32, train=True, seed=1)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=1, num_workers=2,
-                                         generator=torch.Generator().manual_seed(0))
-    faces = [batch[0] for batch in loader]
-    # Worker 0 serves items 0, 2, ...; worker 1 items 1, 3, ...: their first draws must differ.
-    assert not torch.equal(faces[0], faces[1])
-    again = [batch[0] for batch in torch.utils.data.DataLoader(
-        dataset, batch_size=1, num_workers=2, generator=torch.Generator().manual_seed(0))]
-    assert all(torch.equal(a, b) for a, b in zip(faces, again))
+
+    def faces(workers: int, seed: int) -> list[torch.Tensor]:
+        loader = torch.utils.data.DataLoader(dataset, batch_size=1, num_workers=workers,
+                                             generator=torch.Generator().manual_seed(seed))
+        return [batch[0] for batch in loader]
+
+    in_workers = faces(2, 0)
+    # The same frame as items 0 and 1 (served by different workers): different draws.
+    assert not torch.equal(in_workers[0], in_workers[1])
+    # A sample is a function of (seed, epoch, index): neither the worker count nor the loader's
+    # generator changes it, so a run resumed with other workers sees the same data.
+    for other in (faces(0, 0), faces(2, 7)):
+        assert all(torch.equal(a, b) for a, b in zip(in_workers, other))
 
 
 def test_dataset_errors_name_file_and_field(tmp_path, face_records):

@@ -300,7 +300,7 @@ def test_report_is_frozen(tiny_model) -> None:
 def test_cli_option_reaches_the_recipe_and_cahfw_refuses(tmp_path: Path, capsys) -> None:
     from emotion_perception.train import benet as TB
     from emotion_perception.train import cli
-    from emotion_perception.train import common as C
+    from emotion_perception.train.recipes import load_recipe
 
     repo = Path(__file__).resolve().parents[1]
     parser = argparse.ArgumentParser()
@@ -309,7 +309,7 @@ def test_cli_option_reaches_the_recipe_and_cahfw_refuses(tmp_path: Path, capsys)
     assert cli.recipe_with_overrides(parser.parse_args(["benet", "--config", config]))["init"] == ""
     values = cli.recipe_with_overrides(parser.parse_args(["benet", "--config", config, "--init", "w.pth"]))
     assert TB.parse_recipe(values, config).init == "w.pth"
-    assert TB.parse_recipe(C.load_recipe(config), config).init == ""
+    assert TB.parse_recipe(load_recipe(config), config).init == ""
 
     args = parser.parse_args(["cahfw", "--init", "w.pth"])
     assert cli.main(args) == 2
@@ -320,14 +320,14 @@ def test_training_starts_from_the_checkpoint(tiny_model, tmp_path: Path) -> None
     from emotion_perception.data.synth.scenes import EMOTIC_SYNTH_PRESETS
     from emotion_perception.data.synth.writers import write_emotic_dataset
     from emotion_perception.train import benet as TB
-    from emotion_perception.train import common as C
+    from emotion_perception.train.recipes import load_recipe
 
     root = tmp_path / "emotic"
     scenes = dataclasses.replace(EMOTIC_SYNTH_PRESETS["emotic"], width=96, height=64)
     write_emotic_dataset(root, 6, seed=3, config=scenes, workers=1, progress=False)
     init = _save(fake_checkpoint(tiny_model, "higherhrnet", seed=8), tmp_path / "pose.pth")
     repo = Path(__file__).resolve().parents[1]
-    values = {**C.load_recipe(repo / "config" / "train_benet.yaml"), "preset": "tiny", "data_root": str(root),
+    values = {**load_recipe(repo / "config" / "train_benet.yaml"), "preset": "tiny", "data_root": str(root),
               "batch_size": 2, "workers": 0, "max_train_images": 2, "max_val_images": 2, "epochs": 1,
               "augmentation": "modes_only", "max_steps": 1, "init": str(init), "amp": False}
     run_dir = tmp_path / "run"

@@ -186,7 +186,7 @@ def resolve_model(spec: str, cache_dir: Path, seed: int) -> tuple[Path, str]:
 
     import torch
 
-    from emotion_perception.nets.factory import build_config, create_model, get_entry
+    from emotion_perception.nets.factory import build_config, create_model, get_entry, write_checkpoint
 
     path = Path(spec)
     if path.exists():
@@ -202,11 +202,9 @@ def resolve_model(spec: str, cache_dir: Path, seed: int) -> tuple[Path, str]:
     if not target.is_file():
         torch.manual_seed(seed)
         model = create_model(name, preset)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        partial = target.with_suffix(".partial")
-        torch.save({"model": model.state_dict(), "model_name": name, "config": dataclasses.asdict(config),
-                    "epoch": None, "metrics": {}, "note": f"random weights, torch seed {seed} (benchmark only)"}, partial)
-        partial.replace(target)
+        write_checkpoint(target, {"model": model.state_dict(), "model_name": name, "config": dataclasses.asdict(config),
+                                  "epoch": None, "metrics": {},
+                                  "note": f"random weights, torch seed {seed} (benchmark only)"})
     return target, f"{name}:{preset} (seeded random weights)"
 
 

@@ -34,11 +34,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
-from torch.utils.data import Dataset, get_worker_info
+from torch.utils.data import Dataset
 
+from emotion_perception.data.geometry import IMAGENET_MEAN, IMAGENET_STD
 from emotion_perception.data.imageio import read_rgb
 from emotion_perception.data.records import AnnotationError, FaceRecord
-from emotion_perception.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 
 FACE_METHODS: tuple[str, ...] = ("cnn", "hog")
 CNN_MODEL_FILE = "mmod_human_face_detector.dat"
@@ -265,10 +265,11 @@ class CAHFWDataset(Dataset):
     """FaceRecords -> (face (3, S, S) float32, context (3, S, S) float32, label int64 scalar).
 
     Training adds a horizontal flip (p = 0.5) and colour jitter, both applied to the frame
-    before the split so face and context stay consistent. Augmentations come from a numpy
-    generator seeded with ``seed`` (and, inside a DataLoader worker, that worker's seed, which
-    the loader derives from its own seeded generator): reproducible runs, distinct streams per
-    worker, fresh draws every epoch, persistent workers included.
+    before the split so face and context stay consistent. Augmentations come from
+    ``np.random.default_rng([seed, epoch, index])``, as BENet's (``data/datasets.py``): a sample
+    is a function of (seed, epoch, index), whatever the worker count, the rank or a resume
+    part-way through an epoch. Call ``set_epoch`` before each epoch for fresh draws (with
+    non-persistent workers, which copy the dataset when an epoch's iterator is created).
     """
 
     def __init__(
@@ -284,9 +285,8 @@ class CAHFWDataset(Dataset):
         self.size = int(size)
         self.train = bool(train)
         self.seed = int(seed)
+        self.epoch = 0
         self.face_scale = float(face_scale)
-        self._rng: np.random.Generator | None = None
-        self._rng_key: int | None = None
         expected = "a class index >= 0" if num_classes is None else f"a class index in 0..{num_classes - 1}"
         for record in self.records:
             label = record.label
@@ -297,13 +297,8 @@ class CAHFWDataset(Dataset):
     def __len__(self) -> int:
         return len(self.records)
 
-    def _generator(self) -> np.random.Generator:
-        worker = get_worker_info()
-        key = None if worker is None else worker.seed
-        if self._rng is None or key != self._rng_key:
-            self._rng = np.random.default_rng([self.seed] if key is None else [self.seed, key])
-            self._rng_key = key
-        return self._rng
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
 
     def sample_arrays(self, index: int) -> tuple[np.ndarray, np.ndarray, int]:
         """(face, context) uint8 (S, S, 3) and label of one record, augmented when training."""
@@ -315,7 +310,7 @@ class CAHFWDataset(Dataset):
         height, width = image.shape[:2]
         box = fallback_face_box(width, height) if record.face_box is None else np.asarray(record.face_box, np.float32)
         if self.train:
-            rng = self._generator()
+            rng = np.random.default_rng([self.seed, self.epoch, index])
             if rng.random() < 0.5:
                 image = np.ascontiguousarray(image[:, ::-1])
                 box = flip_box(box, width)

@@ -14,9 +14,14 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-# The ImageNet mean colour in RGB 0..255: padding and masks filled with it normalise to ~0, so
-# the network sees "no signal" there rather than a black or grey object.
-IMAGENET_MEAN_RGB: tuple[int, int, int] = (124, 116, 104)
+# The ImageNet statistics every network input is normalised with, ``(pixel / 255 - mean) / std``
+# in RGB order: the one definition (transforms, face pipeline, model cards all read these).
+IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
+IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
+# The mean colour in RGB 0..255 (124, 116, 104): padding and masks filled with it normalise to
+# ~0, so the network sees "no signal" there rather than a black or grey object.
+IMAGENET_MEAN_RGB: tuple[int, int, int] = (round(255 * IMAGENET_MEAN[0]), round(255 * IMAGENET_MEAN[1]),
+                                           round(255 * IMAGENET_MEAN[2]))
 
 
 @dataclass(frozen=True)

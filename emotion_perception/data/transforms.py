@@ -34,7 +34,9 @@ import numpy as np
 
 from emotion_perception.data.categories import NUM_EMOTIC
 from emotion_perception.data.geometry import (
+    IMAGENET_MEAN,
     IMAGENET_MEAN_RGB,
+    IMAGENET_STD,
     LetterboxParams,
     box_areas,
     box_centres,
@@ -46,8 +48,6 @@ from emotion_perception.data.geometry import (
 )
 
 MODES: tuple[str, ...] = ("det", "mask_subjects", "extract_subject", "mask_all")
-IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
-IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 
 
 @dataclass

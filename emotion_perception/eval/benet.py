@@ -36,28 +36,11 @@ from emotion_perception.data.categories import EMOTIC_CATEGORIES
 from emotion_perception.data.datasets import drop_unusable_images
 from emotion_perception.data.records import ImageRecord
 from emotion_perception.data.report import ReadReport
+from emotion_perception.devices import select_device
 from emotion_perception.eval import metrics as M
+from emotion_perception.serialization import jsonable
 
 LOGGER = logging.getLogger(__name__)
-
-
-def _strict_json(value: Any) -> Any:
-    """NaN/inf -> null and numpy values -> Python ones, so metrics.json is strict JSON."""
-    if isinstance(value, dict):
-        return {str(k): _strict_json(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_strict_json(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not np.isfinite(value):
-        return None
-    return value
-
-
-def _device(preference: str) -> torch.device:
-    if preference == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(preference)
 
 
 def _category_names(num_emotions: int) -> list[str]:
@@ -239,7 +222,7 @@ def evaluate_benet(
     from emotion_perception.nets.decode import DecodeConfig
     from emotion_perception.nets.factory import CheckpointError, load_model_from_checkpoint
 
-    run_device = _device(device)
+    run_device = select_device(device)
     model, state = load_model_from_checkpoint(checkpoint, map_location=run_device)
     if state["model_name"] != "benet":
         raise CheckpointError(checkpoint, "model_name", f"expected 'benet', got {state['model_name']!r}")
@@ -285,7 +268,7 @@ def evaluate_benet(
         arrays["y_score_pc"] = predictions.y_pc
         arrays["y_score_fusion"] = M.fuse_scores(predictions.y_bu, predictions.y_pc).astype(np.float32)
     np.savez(out_dir / "predictions.npz", **arrays)
-    (out_dir / "metrics.json").write_text(json.dumps(_strict_json(metrics), indent=1, allow_nan=False) + "\n")
+    (out_dir / "metrics.json").write_text(json.dumps(jsonable(metrics), indent=1, allow_nan=False) + "\n")
 
     _plot_rankings(predictions, metrics, categories, split, out_dir)
     for index in range(min(num_examples, len(dataset))):

@@ -28,8 +28,9 @@ from emotion_perception.data.categories import CAER_CATEGORIES
 from emotion_perception.data.datasets import drop_unusable_images
 from emotion_perception.data.records import FaceRecord
 from emotion_perception.data.report import ReadReport
+from emotion_perception.devices import select_device
 from emotion_perception.eval.metrics import accuracy, confusion_matrix, per_class_accuracy
-from emotion_perception.train.common import jsonable, select_device
+from emotion_perception.serialization import jsonable
 
 # Dataset-reading settings taken from the checkpoint's train_config when present.
 _READER_DEFAULTS: dict[str, Any] = {"detector": "cnn", "no_face": "keep", "val_fraction": 0.1, "seed": 0}

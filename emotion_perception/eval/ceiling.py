@@ -132,7 +132,7 @@ def _bin_label(bin_: dict[str, Any]) -> str:
 
 def main_ceiling(predictions_path: Path, data_root: Path, split: str, input_size: int, out: Path | None) -> int:
     from emotion_perception.data.imageio import image_size
-    from emotion_perception.train.common import jsonable  # as eval/cahfw.py (NaN -> null)
+    from emotion_perception.serialization import jsonable  # NaN -> null, as every result file
 
     with np.load(predictions_path, allow_pickle=False) as data:
         predictions = {key: data[key] for key in data.files}

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from emotion_perception.data.geometry import IMAGENET_MEAN, IMAGENET_STD
+
 CARD_KEY = "emotion_perception.model_card"
 CARD_FORMAT_VERSION = 1
 MODEL_NAMES = ("benet", "cahfw", "expression")
@@ -38,8 +40,8 @@ class ModelCardError(ValueError):
 class InputNormalisation:
     """How an RGB uint8 image becomes the network input: ``(pixel / 255 - mean) / std``, NCHW."""
 
-    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)  # ImageNet, RGB order
-    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    mean: tuple[float, float, float] = IMAGENET_MEAN  # RGB order
+    std: tuple[float, float, float] = IMAGENET_STD
     colour_order: str = "RGB"
     layout: str = "NCHW"
     dtype: str = "float32"

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -167,6 +168,26 @@ def read_checkpoint(
         if key not in checkpoint:
             raise CheckpointError(path, key, "missing")
     return checkpoint
+
+
+def write_checkpoint(path: str | Path, state: Mapping[str, Any]) -> Path:
+    """Save ``state`` with ``torch.save`` atomically and return the path; the one place
+    checkpoints are written, for every layer (training, ``train.ship``, benchmarks).
+
+    The file is written beside ``path`` under a temporary name, then renamed over it: a reader,
+    or a run killed mid-write, sees the old file or the new one, never half of one. Values must
+    be what :func:`read_checkpoint` reads back with ``weights_only=True`` (tensors and plain
+    containers; configs through ``serialization.plain``).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        torch.save(dict(state), temporary)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+    return path
 
 
 def trained_on_of(checkpoint: Mapping[str, Any]) -> str:

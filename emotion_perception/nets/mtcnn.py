@@ -169,7 +169,8 @@ def convert_facenet_pytorch(data_dir: Path) -> dict:
     """One-file MTCNN checkpoint from facenet-pytorch's ``data`` folder (pnet.pt, rnet.pt, onet.pt).
 
     The result holds plain float32 tensors only, so ``torch.load(..., weights_only=True)`` reads
-    it back; save it with ``torch.save``. Raises FileNotFoundError / ValueError naming the file.
+    it back; save it with ``nets.factory.write_checkpoint``. Raises FileNotFoundError / ValueError
+    naming the file.
     """
     data_dir = Path(data_dir)
     result: dict = {"format": MTCNN_FORMAT}
@@ -199,8 +200,9 @@ def main(argv: list[str] | None = None) -> int:
         checkpoint = convert_facenet_pytorch(args.data_dir)
     except (OSError, ValueError) as err:
         parser.exit(1, f"error: {err}\n")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(checkpoint, args.out)
+    from emotion_perception.nets.factory import write_checkpoint
+
+    write_checkpoint(args.out, checkpoint)
     print(f"wrote {args.out}")
     return 0
 

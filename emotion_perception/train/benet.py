@@ -1,4 +1,4 @@
-"""Training BENet: one straight :func:`main` plus :func:`train_one_epoch` / :func:`evaluate`.
+"""Training BENet: the recipe (:class:`BENetTrainConfig`) and the task that ``train/loop.py`` runs.
 
 Recipe (``config/train_benet.yaml``, fields of :class:`BENetTrainConfig`): Adam, learning rate
 1e-3, 250 epochs (the paper's), the BENet pre-transformations and augmentations of
@@ -8,37 +8,36 @@ continuous head): heads that do not train are left out of the network (person-ce
 background, VAD) and their pre-transformations are not drawn.
 
 The validation loss (same loss, on the ``val`` split through the pre-transformations without
-augmentation, with a fixed seed so every epoch sees the same images) selects ``best.pt``;
-``final.pt`` is the last epoch; ``last.pt`` is rewritten every epoch for ``--resume``.
-``--max-minutes`` and ``max_steps`` stop inside an epoch; a checkpoint's ``epoch`` counts
-complete passes only, so a resumed run redoes a pass that was cut short.
-``history.json`` holds one row of metrics per epoch; TensorBoard scalars go to
-``RUN_DIR/tensorboard`` and the log to ``RUN_DIR/train.log``. Checkpoints follow
-docs/ARCHITECTURE.md.
-
-Single process or ``torchrun`` DDP (``train/common.py``): BN becomes SyncBatchNorm on GPUs,
-each rank reads its own shard, rank 0 writes files. Mixed precision (float16 autocast +
-GradScaler) on CUDA only.
+augmentation, with a fixed seed so every epoch sees the same images) selects ``best.pt``
+(lowest ``val_total``). The learning rate steps after complete epochs (``lr_milestones``).
+Everything else (DDP, resume, ``--max-minutes`` and ``max_steps``, checkpoints, history,
+seeding) is the shared loop's: ``train/loop.py``.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
-import math
-from dataclasses import asdict, dataclass, field
+import logging
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
+from torch.utils.data import DataLoader
 
-from emotion_perception.train import common
+from emotion_perception.train.data_loading import build_loader
+from emotion_perception.train.distributed import DistributedContext
+from emotion_perception.train.loop import RunOptions, StepResult, fit
+from emotion_perception.train.precision import autocast_for
+from emotion_perception.train.recipes import ConfigError, dataclass_from_mapping
+from emotion_perception.train.run_log import MetricLogger
+
 
 @dataclass(frozen=True)
 class BENetTrainConfig:
-    """One BENet training recipe (a flat YAML mapping, ``base:`` allowed; see common.load_recipe)."""
+    """One BENet training recipe (a flat YAML mapping, ``base:`` allowed; see recipes.load_recipe)."""
 
     model: str = "benet"  # the model family; must be "benet"
     preset: str = "paper"  # BENet preset (nets/benet.py BENET_PRESETS): paper | lite | tiny
@@ -69,17 +68,6 @@ class BENetTrainConfig:
     init: str = ""  # pretrained HRNet-W32 checkpoint for the backbone (train/init_weights.py); "" = none; --init
 
 
-@dataclass(frozen=True)
-class RunOptions:
-    """What the command line adds to a recipe."""
-
-    run_dir: Path
-    device: str = "auto"
-    resume: Path | None = None
-    max_minutes: float | None = None
-    source: str = "<config>"  # the recipe file, for messages
-
-
 HEAD_NAMES = ("bu", "det", "pc", "bg", "vad")
 
 
@@ -93,17 +81,17 @@ def parse_heads(text: str | tuple[str, ...] | list[str], source: str | Path = "<
         items = [str(h).strip() for h in text]
     unknown = sorted(set(items) - set(HEAD_NAMES))
     if unknown or not items:
-        raise common.ConfigError(source, "heads", f"got {items!r}; choose from {', '.join(HEAD_NAMES)} "
-                                                  f"or an ablation ({', '.join(HEAD_ABLATIONS)})")
+        raise ConfigError(source, "heads", f"got {items!r}; choose from {', '.join(HEAD_NAMES)} "
+                                           f"or an ablation ({', '.join(HEAD_ABLATIONS)})")
     return tuple(h for h in HEAD_NAMES if h in items)
 
 
 def parse_recipe(values: dict[str, Any], source: str | Path = "<config>") -> BENetTrainConfig:
-    """Validate a recipe mapping; :class:`common.ConfigError` naming the file and field otherwise."""
+    """Validate a recipe mapping; :class:`ConfigError` naming the file and field otherwise."""
     values = dict(values)
     if "heads" in values:
         values["heads"] = parse_heads(values["heads"], source)
-    recipe = common.dataclass_from_mapping(BENetTrainConfig, values, source)
+    recipe = dataclass_from_mapping(BENetTrainConfig, values, source)
     checks = [
         ("model", recipe.model == "benet", "must be 'benet'"),
         ("epochs", recipe.epochs >= 1, "must be >= 1"),
@@ -123,16 +111,16 @@ def parse_recipe(values: dict[str, Any], source: str | Path = "<config>") -> BEN
     ]
     for field_name, ok, problem in checks:
         if not ok:
-            raise common.ConfigError(source, field_name, f"{problem}, got {getattr(recipe, field_name)!r}")
+            raise ConfigError(source, field_name, f"{problem}, got {getattr(recipe, field_name)!r}")
     from emotion_perception.data.transforms import TRANSFORM_PRESETS
 
     if recipe.augmentation not in TRANSFORM_PRESETS:
-        raise common.ConfigError(source, "augmentation", f"unknown preset {recipe.augmentation!r}; "
-                                                         f"known: {', '.join(sorted(TRANSFORM_PRESETS))}")
+        raise ConfigError(source, "augmentation", f"unknown preset {recipe.augmentation!r}; "
+                                                  f"known: {', '.join(sorted(TRANSFORM_PRESETS))}")
     try:
         model_config(recipe)
     except ValueError as err:
-        raise common.ConfigError(source, "preset", str(err)) from err
+        raise ConfigError(source, "preset", str(err)) from err
     loss_config(recipe, source)
     return recipe
 
@@ -156,8 +144,8 @@ def loss_config(recipe: BENetTrainConfig, source: str | Path = "<config>"):
     from emotion_perception.train.losses import BENetLossConfig
 
     if "heads" in recipe.loss:
-        raise common.ConfigError(source, "loss.heads", "set the top-level 'heads' field instead")
-    base = common.dataclass_from_mapping(BENetLossConfig, recipe.loss, f"{source} (loss)")
+        raise ConfigError(source, "loss.heads", "set the top-level 'heads' field instead")
+    base = dataclass_from_mapping(BENetLossConfig, recipe.loss, f"{source} (loss)")
     return dataclasses.replace(base, heads=frozenset(recipe.heads))
 
 
@@ -174,111 +162,10 @@ def transform_config(recipe: BENetTrainConfig, input_size: int, augment: bool = 
     preset = transform_preset(recipe.augmentation if augment else "modes_only")
     probs = tuple(p if HEAD_ROUTING[mode] & set(recipe.heads) else 0.0 for mode, p in zip(MODES, mode_probs))
     if sum(probs) <= 0:
-        raise common.ConfigError("<config>", "heads", f"no pre-transformation of {recipe.augmentation!r} "
-                                                      f"trains heads {recipe.heads}")
+        raise ConfigError("<config>", "heads", f"no pre-transformation of {recipe.augmentation!r} "
+                                               f"trains heads {recipe.heads}")
     return dataclasses.replace(preset, size=input_size, mode_probs=probs)
 
-
-def options_from_args(args: argparse.Namespace, recipe: BENetTrainConfig) -> RunOptions:
-    """Read the optional command-line options once."""
-    out = getattr(args, "out", None)
-    resume = getattr(args, "resume", None)
-    return RunOptions(
-        run_dir=Path(out) if out else Path(recipe.output_dir),
-        device=getattr(args, "device", None) or "auto",
-        resume=Path(resume) if resume else None,
-        max_minutes=getattr(args, "max_minutes", None),
-        source=str(getattr(args, "config", None) or "<config>"),
-    )
-
-
-def _forward_heads(recipe: BENetTrainConfig) -> str:
-    return "all" if {"pc", "bg"} & set(recipe.heads) else "inference"
-
-
-def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
-    # Targets are built from the CPU lists (train/targets.py); only the image moves now.
-    return {**batch, "image": batch["image"].to(device, non_blocking=True)}
-
-
-def _routed_losses(model: nn.Module, batch: dict[str, Any], heads: str, config, ctx: common.DistributedContext,
-                   amp: bool, step: int) -> dict[str, torch.Tensor]:
-    """Targets first, then the forward pass with each head on its routed images (as the public
-    code: a head's BatchNorm sees only the images it trains on), then the loss terms."""
-    from emotion_perception.train.losses import benet_losses
-    from emotion_perception.train.targets import build_targets
-
-    num_emotions = int(torch.as_tensor(batch["image_label"]).shape[1])
-    targets = build_targets(batch, num_emotions, config.strides, sigma=config.gaussian_sigma).to(ctx.device)
-    with common.autocast_for(ctx.device, amp):
-        outputs = model(batch["image"], heads=heads, routes=targets.routes)
-    # The losses cast to float32 themselves; computing them outside autocast keeps them exact.
-    try:
-        return benet_losses(outputs, targets, config)
-    except FloatingPointError as err:
-        raise common.NonFiniteLossError(f"step {step}: {err}; stopping training") from err
-
-
-def train_one_epoch(
-    model: nn.Module,
-    loader: torch.utils.data.DataLoader,
-    optimizer: torch.optim.Optimizer,
-    scaler: torch.amp.GradScaler,
-    ctx: common.DistributedContext,
-    recipe: BENetTrainConfig,
-    losses_config,
-    epoch: int,
-    global_step: int,
-    writer: common.ScalarWriter,
-    step_limit: int | None,
-    deadline: common.Deadline,
-) -> tuple[dict[str, float], int, bool]:
-    """One pass over ``loader``, cut short at ``step_limit`` steps or the deadline.
-
-    Returns the epoch's mean loss terms, the global step and whether the pass was complete.
-    """
-    model.train()
-    heads = _forward_heads(recipe)
-    meters = common.MetricLogger(f"train {epoch + 1}/{recipe.epochs}", ctx)
-    complete = True
-    for batch in meters.log_every(loader):
-        if (step_limit is not None and global_step >= step_limit) or deadline.passed(ctx):
-            complete = False
-            break
-        batch = _to_device(batch, ctx.device)
-        losses = _routed_losses(model, batch, heads, losses_config, ctx, recipe.amp, global_step)
-        common.check_finite(losses, global_step)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(losses["total"]).backward()
-        if recipe.grad_clip_norm > 0:
-            scaler.unscale_(optimizer)
-            nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip_norm)
-        scaler.step(optimizer)
-        scaler.update()
-        global_step += 1
-        meters.update(weight=len(batch["mode"]), **losses)
-        if global_step % recipe.log_every == 0:
-            writer.add_scalars("train_step", {k: float(v.detach()) for k, v in losses.items()}, global_step)
-    return meters.averages(), global_step, complete
-
-
-@torch.no_grad()
-def evaluate(
-    model: nn.Module,
-    loader: torch.utils.data.DataLoader,
-    ctx: common.DistributedContext,
-    recipe: BENetTrainConfig,
-    losses_config,
-) -> dict[str, float]:
-    """Mean validation loss terms over ``loader`` (reduced over ranks)."""
-    model.eval()
-    heads = _forward_heads(recipe)
-    meters = common.MetricLogger("validate", ctx)
-    for batch in meters.log_every(loader):
-        batch = _to_device(batch, ctx.device)
-        meters.update(weight=len(batch["mode"]), **_routed_losses(model, batch, heads, losses_config, ctx,
-                                                                  recipe.amp, -1))
-    return meters.averages()
 
 
 def _records(recipe: BENetTrainConfig, split: str, with_heco: bool, limit: int) -> list:
@@ -289,133 +176,106 @@ def _records(recipe: BENetTrainConfig, split: str, with_heco: bool, limit: int) 
     return records[:limit] if limit else records
 
 
-def main(recipe: BENetTrainConfig, options: RunOptions) -> Path:
-    """Train with ``recipe``; returns the path of ``best.pt`` (see the module docstring)."""
-    from emotion_perception.data.datasets import BENetDataset, collate_benet
-    from emotion_perception.data.transforms import BENetTransform
-    from emotion_perception.nets.factory import get_entry
+class BENetTask:
+    """BENet for :func:`train.loop.fit`: routed multitask losses, Adam, per-epoch LR steps."""
 
-    ctx = common.init_distributed(options.device)
-    run_dir = options.run_dir
-    logger = common.setup_run_logger(run_dir, ctx)
-    writer = common.ScalarWriter(run_dir, ctx)
-    try:
-        common.seed_everything(recipe.seed)  # the same initial weights on every rank
-        config = model_config(recipe)
-        model = get_entry("benet").builder(config)
-        if recipe.init and options.resume is None:
+    model_name = "benet"
+    best_metric = "val_total"
+    higher_is_better = False
+    scheduler_interval: Literal["epoch", "step"] = "epoch"
+    # Routed forward passes: a head with no image routed to it in a batch does not run, and
+    # untrained heads (ablations) never do, so some parameters get no gradient.
+    find_unused_parameters = True
+
+    def __init__(self, recipe: BENetTrainConfig, source: str | Path = "<config>") -> None:
+        self.recipe = recipe
+        self.source = source
+        self.config = model_config(recipe)
+        if self.config.input_size[0] != self.config.input_size[1]:
+            raise ConfigError(source, "input_size", f"training needs a square input, got {self.config.input_size}")
+        self.input_size = self.config.input_size[0]
+        self.losses_config = loss_config(recipe, source)
+        self.heads = "all" if {"pc", "bg"} & set(recipe.heads) else "inference"
+        self.description = (f"BENet {recipe.preset}, heads {','.join(recipe.heads)}, input {self.input_size}")
+
+    def build_model(self, logger: logging.Logger, resuming: bool) -> nn.Module:
+        from emotion_perception.nets.factory import get_entry
+
+        model = get_entry("benet").builder(self.config)
+        if self.recipe.init and not resuming:
             from emotion_perception.train.init_weights import load_backbone_init
 
             # Every rank reads the same file, so the weights stay identical; rank 0 logs the line.
-            load_backbone_init(model, recipe.init, logger=logger)
-        elif recipe.init:
-            logger.info("init %s ignored: --resume restores every weight", recipe.init)
-        losses_config = loss_config(recipe, options.source)
-        input_size = config.input_size[0]
-        if config.input_size[0] != config.input_size[1]:
-            raise common.ConfigError(options.source, "input_size", f"training needs a square input, got {config.input_size}")
+            load_backbone_init(model, self.recipe.init, logger=logger)
+        elif self.recipe.init:
+            logger.info("init %s ignored: --resume restores every weight", self.recipe.init)
+        return model
 
+    def build_loaders(self, ctx: DistributedContext) -> tuple[DataLoader, DataLoader | None]:
+        from emotion_perception.data.datasets import BENetDataset, collate_benet
+        from emotion_perception.data.transforms import BENetTransform
+
+        recipe, size, categories = self.recipe, self.input_size, self.config.num_emotions
         train_set = BENetDataset(_records(recipe, recipe.train_split, True, recipe.max_train_images),
-                                 BENetTransform(transform_config(recipe, input_size)), seed=recipe.seed,
-                                 num_categories=config.num_emotions)
+                                 BENetTransform(transform_config(recipe, size)), seed=recipe.seed,
+                                 num_categories=categories)
         val_set = BENetDataset(_records(recipe, recipe.val_split, False, recipe.max_val_images),
-                               BENetTransform(transform_config(recipe, input_size, augment=False)),
-                               seed=recipe.seed + 1, num_categories=config.num_emotions)
+                               BENetTransform(transform_config(recipe, size, augment=False)),
+                               seed=recipe.seed + 1, num_categories=categories)
         if not len(train_set):
-            raise common.ConfigError(options.source, "data_root", f"no training images in {recipe.data_root} "
-                                                                  f"split {recipe.train_split!r}")
-        train_loader = common.build_loader(train_set, recipe.batch_size, ctx=ctx, shuffle=True,
-                                           collate_fn=collate_benet, workers=recipe.workers, seed=recipe.seed,
-                                           drop_last=len(train_set) >= 2 * recipe.batch_size * ctx.world_size)
-        val_loader = common.build_loader(val_set, recipe.batch_size, ctx=ctx, shuffle=False,
-                                         collate_fn=collate_benet, workers=recipe.workers,
-                                         seed=recipe.seed) if len(val_set) else None
-        logger.info("BENet %s, heads %s (%d parameters), %d train / %d val images, input %d, run folder %s",
-                    recipe.preset, ",".join(recipe.heads), sum(p.numel() for p in model.parameters()),
-                    len(train_set), len(val_set), input_size, run_dir)
-        if val_loader is None:
-            logger.warning("no validation images: best.pt follows the last epoch")
+            raise ConfigError(self.source, "data_root", f"no training images in {recipe.data_root} "
+                                                        f"split {recipe.train_split!r}")
+        train_loader = build_loader(train_set, recipe.batch_size, ctx=ctx, shuffle=True, collate_fn=collate_benet,
+                                    workers=recipe.workers, seed=recipe.seed,
+                                    drop_last=len(train_set) >= 2 * recipe.batch_size * ctx.world_size)
+        val_loader = build_loader(val_set, recipe.batch_size, ctx=ctx, shuffle=False, collate_fn=collate_benet,
+                                  workers=recipe.workers, seed=recipe.seed) if len(val_set) else None
+        return train_loader, val_loader
 
-        if ctx.distributed and ctx.device.type == "cuda":
-            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-        model.to(ctx.device)
-        optimizer = torch.optim.Adam(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
-        scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(recipe.lr_milestones),
-                                                         gamma=recipe.lr_gamma)
-        scaler = common.grad_scaler_for(ctx.device, recipe.amp)
+    def build_optimizer(self, model: nn.Module, steps_per_epoch: int) -> tuple[torch.optim.Optimizer, Any]:
+        optimizer = torch.optim.Adam(model.parameters(), lr=self.recipe.lr, weight_decay=self.recipe.weight_decay)
+        scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(self.recipe.lr_milestones),
+                                                         gamma=self.recipe.lr_gamma)
+        return optimizer, scheduler
 
-        start_epoch, best_loss, history = 0, math.inf, []
-        if options.resume is not None:
-            checkpoint = common.load_checkpoint(options.resume, map_location=ctx.device)
-            start_epoch = common.restore_training_state(checkpoint, model, optimizer, scheduler, scaler,
-                                                        source=options.resume)
-            # Rows after the last complete pass (a pass cut short) are redone, so they go.
-            history = [row for row in checkpoint["metrics"].get("history", []) if row["epoch"] <= start_epoch]
-            best = checkpoint["metrics"].get("best_val_loss")
-            best_loss = math.inf if best is None else float(best)
-            logger.info("resumed from %s after epoch %d", options.resume, start_epoch)
-        if ctx.distributed:
-            device_ids = [ctx.device.index] if ctx.device.type == "cuda" else None
-            # Routed forward passes: a head with no image routed to it in a batch does not run,
-            # and untrained heads (ablations) never do, so some parameters get no gradient.
-            model = nn.parallel.DistributedDataParallel(model, device_ids=device_ids, find_unused_parameters=True)
+    def _losses(self, model: nn.Module, batch: dict[str, Any], ctx: DistributedContext) -> dict[str, torch.Tensor]:
+        """Targets first, then the forward pass with each head on its routed images (as the public
+        code: a head's BatchNorm sees only the images it trains on), then the loss terms."""
+        from emotion_perception.train.losses import benet_losses
+        from emotion_perception.train.targets import build_targets
 
-        deadline = common.Deadline(options.max_minutes)
-        steps_per_epoch = max(1, len(train_loader))
-        global_step = history[-1]["step"] if history else start_epoch * steps_per_epoch
-        step_limit = recipe.max_steps or None
-        saved: dict[str, Any] = dict(model=model, model_name="benet", model_config=config, optimizer=optimizer,
-                                     scheduler=scheduler, scaler=scaler, train_config=asdict(recipe))
-        completed_epochs = start_epoch
-        for epoch in range(start_epoch, recipe.epochs):
-            common.set_loader_epoch(train_loader, epoch)
-            train_metrics, global_step, complete = train_one_epoch(
-                model, train_loader, optimizer, scaler, ctx, recipe, losses_config, epoch, global_step, writer,
-                step_limit, deadline)
-            if complete:
-                scheduler.step()
-                completed_epochs = epoch + 1
-            row: dict[str, Any] = {"epoch": epoch + 1, "complete": complete, "step": global_step,
-                                   **{f"train_{k}": v for k, v in train_metrics.items()},
-                                   "lr": optimizer.param_groups[0]["lr"]}
-            stop = not complete or (step_limit is not None and global_step >= step_limit) or deadline.passed(ctx)
-            last_epoch = epoch + 1 == recipe.epochs or stop
-            if val_loader is not None and ((epoch + 1) % recipe.val_every == 0 or last_epoch):
-                row.update({f"val_{k}": v for k, v in evaluate(model, val_loader, ctx, recipe, losses_config).items()})
-            writer.add_scalars("epoch", {k: v for k, v in row.items() if isinstance(v, float)}, epoch + 1)
-            history.append(row)
-            improved = "val_total" in row and row["val_total"] < best_loss
-            if improved:
-                best_loss = row["val_total"]
-            logger.info("epoch %d%s: %s", epoch + 1, "" if complete else " (cut short)", ", ".join(
-                f"{k} {v:.4f}" for k, v in row.items() if isinstance(v, float)))
-            if ctx.is_main:
-                # ``epoch`` counts complete passes: resuming redoes a pass that was cut short.
-                metrics = {**row, "best_val_loss": best_loss, "history": history}
-                common.save_checkpoint(run_dir / "last.pt", epoch=completed_epochs, metrics=metrics, **saved)
-                if improved or val_loader is None:
-                    common.save_checkpoint(run_dir / "best.pt", epoch=completed_epochs, metrics=metrics, **saved)
-                (run_dir / "history.json").write_text(json.dumps(common.jsonable(history), indent=1) + "\n")
-            if stop:
-                logger.info("stopping in epoch %d: %s", epoch + 1,
-                            "max_steps reached" if step_limit is not None and global_step >= step_limit
-                            else "the --max-minutes budget has passed")
-                break
-        if ctx.is_main:
-            final_metrics = {**(history[-1] if history else {}), "best_val_loss": best_loss, "history": history}
-            common.save_checkpoint(run_dir / "final.pt", epoch=completed_epochs, metrics=final_metrics, **saved)
-            if not (run_dir / "best.pt").exists():
-                common.save_checkpoint(run_dir / "best.pt", epoch=completed_epochs, metrics=final_metrics, **saved)
-            logger.info("done: best validation loss %.4f, checkpoints in %s", best_loss, run_dir)
-        return run_dir / "best.pt"
-    finally:
-        writer.close()
-        common.close_run_logger(logger)
-        common.cleanup_distributed(ctx)
+        # Targets are built from the CPU lists (train/targets.py); only the image moves.
+        image = batch["image"].to(ctx.device, non_blocking=True)
+        num_emotions = int(torch.as_tensor(batch["image_label"]).shape[1])
+        targets = build_targets(batch, num_emotions, self.losses_config.strides,
+                                sigma=self.losses_config.gaussian_sigma).to(ctx.device)
+        with autocast_for(ctx.device, self.recipe.amp):
+            outputs = model(image, heads=self.heads, routes=targets.routes)
+        # The losses cast to float32 themselves; computing them outside autocast keeps them
+        # exact. A non-finite term raises FloatingPointError, which stops the loop.
+        return benet_losses(outputs, targets, self.losses_config)
+
+    def train_step(self, model: nn.Module, batch: dict[str, Any], ctx: DistributedContext) -> StepResult:
+        losses = self._losses(model, batch, ctx)
+        return StepResult(loss=losses["total"], logged=losses, count=len(batch["mode"]))
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, loader: DataLoader, ctx: DistributedContext) -> dict[str, float]:
+        """Mean validation loss terms over ``loader`` (reduced over ranks)."""
+        model.eval()
+        meters = MetricLogger("validate", ctx)
+        for batch in meters.log_every(loader):
+            meters.update(weight=len(batch["mode"]), **self._losses(model, batch, ctx))
+        return meters.averages()
+
+
+def main(recipe: BENetTrainConfig, options: RunOptions) -> Path:
+    """Train with ``recipe``; returns the path of ``best.pt``."""
+    return fit(BENetTask(recipe, options.source), recipe, options)
 
 
 def train_benet(cfg: dict, args: argparse.Namespace) -> Path:
     """Entry point of the shared ``train`` command: recipe mapping (CLI overrides applied) + options."""
     source = getattr(args, "config", None) or "<config>"
     recipe = parse_recipe(dict(cfg), source)
-    return main(recipe, options_from_args(args, recipe))
+    return main(recipe, RunOptions.from_args(args, recipe.output_dir))

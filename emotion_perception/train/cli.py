@@ -1,7 +1,7 @@
 """``emotion-perception train {benet,cahfw}``: read a recipe YAML, apply command-line overrides, train.
 
 Under ``torchrun --nproc_per_node N -m emotion_perception.cli train ...`` every process runs this
-same command and joins the process group (train/common.py). Only argparse at module level.
+same command and joins the process group (train/distributed.py). Only argparse at module level.
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ def default_recipe(model: str) -> Path:
 
 def recipe_with_overrides(args: argparse.Namespace) -> dict:
     """The recipe mapping of ``args.config`` with the command line's overrides applied."""
-    from emotion_perception.train.common import load_recipe
+    from emotion_perception.train.recipes import load_recipe
 
     if args.config is None:
         args.config = default_recipe(args.model)
@@ -83,6 +83,8 @@ def recipe_with_overrides(args: argparse.Namespace) -> dict:
             "preset": args.preset,
             "init": str(args.init) if getattr(args, "init", None) else None,
         })
+    else:
+        overrides["data_root"] = str(args.data_root) if getattr(args, "data_root", None) else None
     values.update({key: value for key, value in overrides.items() if value is not None})
     return values
 
@@ -91,7 +93,7 @@ def main(args: argparse.Namespace) -> int:
     import sys
 
     from emotion_perception.errors import FieldError
-    from emotion_perception.train.common import NonFiniteLossError
+    from emotion_perception.train.loop import NonFiniteLossError
 
     if args.model != "benet" and getattr(args, "init", None):
         print(f"emotion-perception train {args.model}: --init applies to BENet (its HRNet backbone)", file=sys.stderr)

@@ -13,11 +13,10 @@ import argparse
 import hashlib
 from pathlib import Path
 
-import torch
+from emotion_perception.nets.factory import write_checkpoint
+from emotion_perception.train.checkpoints import load_checkpoint
 
-from emotion_perception.train.common import load_checkpoint
-
-KEEP = ("model", "model_name", "config", "epoch", "metrics", "train_config", "trained_on", "label_thresholds")
+KEEP = ("model", "model_name", "config", "epoch", "step", "metrics", "train_config", "trained_on", "label_thresholds")
 
 
 def ship_checkpoint(source: str | Path, destination: str | Path, note: str = "", trained_on: str | None = None,
@@ -35,9 +34,7 @@ def ship_checkpoint(source: str | Path, destination: str | Path, note: str = "",
     if label_thresholds:
         # Per-category label thresholds calibrated on validation data (eval/calibration.py).
         shipped["label_thresholds"] = {str(k): float(v) for k, v in label_thresholds.items()}
-    destination = Path(destination)
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(shipped, destination)
+    destination = write_checkpoint(destination, shipped)
     shipped["sha256"] = hashlib.sha256(destination.read_bytes()).hexdigest()
     return shipped
 
