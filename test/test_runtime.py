@@ -12,7 +12,6 @@ import torch
 from deploy_models import peaky_benet, save_checkpoint, tiny_cahfw, with_card_changes
 from emotion_perception.data.geometry import boxes_to_letterbox
 from emotion_perception.export.onnx_export import export_onnx
-from emotion_perception.eval.metrics import box_iou
 from emotion_perception.export.scenes import draw_scene
 from emotion_perception.nets.decode import DecodeConfig
 from emotion_perception.runtime import PersonPrediction, load_predictor
@@ -309,7 +308,8 @@ def test_auto_picks_the_fastest_available_backend(kind, available, expected):
 def test_auto_lists_every_backend_that_can_run_here_best_first():
     # The order a fallback would follow: the GPU's backends in table order, then the CPU's.
     assert [c[:2] for c in auto_candidates("checkpoint", "auto", GPU_FULL)] == [
-        ("tensorrt", "cuda:0"), ("onnxruntime", "cuda:0"), ("torch", "cuda:0"), ("onnxruntime", "cpu"), ("torch", "cpu")]
+        ("tensorrt", "cuda:0"), ("onnxruntime", "cuda:0"), ("torch", "cuda:0"),
+        ("onnxruntime", "cpu"), ("torch", "cpu")]
     assert [c[:2] for c in auto_candidates("onnx", "auto", GPU_TORCH)] == [("onnxruntime", "cpu")]
     reason = auto_candidates("onnx", "auto", GPU_TORCH)[0][2]
     assert "TensorRT is not installed" in reason and "no GPU provider" in reason  # why the GPU was passed over

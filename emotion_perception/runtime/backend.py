@@ -268,7 +268,8 @@ def _onnxruntime_unavailable(device: str, available: Availability) -> str | None
     if device == "cpu":
         return None if CPU_EP in providers else "the installed onnxruntime has no CPU provider"
     if not providers & set(GPU_PROVIDERS):
-        return f"device {device!r}: the installed onnxruntime has no GPU provider (install onnxruntime-gpu, or use device 'cpu')"
+        return (f"device {device!r}: the installed onnxruntime has no GPU provider "
+                "(install onnxruntime-gpu, or use device 'cpu')")
     return None
 
 

@@ -25,7 +25,13 @@ from typing import Any
 import numpy as np
 
 from emotion_perception.export.model_card import ModelCard
-from emotion_perception.runtime.backend import Backend, OpenOptions, backend_entry, choose_backend, probe_availability
+from emotion_perception.runtime.backend import (
+    Backend,
+    OpenOptions,
+    backend_entry,
+    choose_backend,
+    probe_availability,
+)
 from emotion_perception.runtime.model_files import detect_model_kind
 from emotion_perception.runtime.preprocess import (
     canvas_geometry,
@@ -382,11 +388,12 @@ def load_predictor(
 
     The model family, categories and input normalisation come from the file's own metadata
     (checkpoint config / model card). ``backend`` is auto | tensorrt | onnxruntime | torch and
-    ``device`` auto | cpu | cuda[:N] (see the backend table, :mod:`emotion_perception.runtime.backend`,
-    for what auto picks and which precisions each backend runs). ``input_size`` (H, W) fixes BENet's canvas (default: longer side at the
-    training size, padded to the stride). ``face_detector`` (top-down models) is "auto", "mtcnn",
-    "hog", "cnn" or an object with ``detect(image_rgb) -> (K, 5)``. ``model_path`` may be an
-    alias of an installed third-party model (``expression``). ``threads``: CPU intra-op threads
+    ``device`` auto | cpu | cuda[:N]; the backend table (:mod:`emotion_perception.runtime.backend`)
+    says what auto picks and which ``precision`` each backend runs. ``input_size`` (H, W) fixes
+    BENet's canvas (default: longer side at the training size, padded to the stride).
+    ``face_detector`` (top-down models) is "auto", "mtcnn", "hog", "cnn" or an object with
+    ``detect(image_rgb) -> (K, 5)``. ``model_path`` may be an alias of an installed third-party
+    model (``expression``). ``threads``: CPU intra-op threads
     (ONNX Runtime default: the physical cores; PyTorch: ``torch.set_num_threads``, process-wide).
     """
     from emotion_perception.resources import resolve_model_path
