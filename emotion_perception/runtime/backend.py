@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from emotion_perception.export.model_card import ModelCard
-from emotion_perception.runtime.model_files import MODEL_KINDS
+from emotion_perception.runtime.model_files import MODEL_KINDS, default_cache_dir
 
 
 class BackendInputError(ValueError):
@@ -214,11 +214,10 @@ class BackendEntry:
 
     def open(self, path: str | Path, kind: str, device: str, precision: str = "auto",
              cache: str | Path | None = None, options: OpenOptions = OpenOptions()) -> Backend:
-        """This backend on a model file of ``kind`` ("cpu" or "cuda:N"; see :func:`choose_backend`):
-        checks kind and precision, then calls the module's ``open_backend``. ``cache`` keeps the
-        exports and engines made on the way (default: ``model_files.default_cache_dir()``)."""
-        from emotion_perception.runtime.model_files import default_cache_dir
-
+        """This backend on the model file ``path`` of ``kind``, on ``device`` ("cpu" or "cuda:N",
+        as :func:`choose_backend` resolves it): checks kind and precision, then calls the module's
+        ``open_backend``. ``cache`` keeps the exports and engines made on the way (default:
+        ``model_files.default_cache_dir()``)."""
         self.check_kind(kind)
         self.check_precision(precision, device)
         cache = Path(cache) if cache is not None else default_cache_dir()
@@ -395,7 +394,7 @@ def choose_backend(kind: str, backend: str, device: str, available: Availability
     entry = backend_entry(backend)
     entry.check_kind(kind)
     targets = _devices_to_try(device, available) if device == "auto" else [resolve_device(device, available)]
-    refusals = []
+    refusals: list[str] = []
     for target in targets:
         why_not = entry.unavailable(target, available)
         if why_not is None:
