@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -11,18 +12,18 @@ import torch
 from deploy_models import peaky_benet, save_checkpoint, tiny_cahfw, with_card_changes
 from emotion_perception.data.geometry import boxes_to_letterbox
 from emotion_perception.export.onnx_export import export_onnx
-from emotion_perception.eval.metrics import box_iou
 from emotion_perception.export.scenes import draw_scene
 from emotion_perception.nets.decode import DecodeConfig
 from emotion_perception.runtime import PersonPrediction, load_predictor
-from emotion_perception.runtime.backend import BackendInputError
-from emotion_perception.runtime.model_files import (
+from emotion_perception.runtime.backend import (
     Availability,
-    ModelFileError,
+    BackendInputError,
+    auto_candidates,
+    backend_entry,
     choose_backend,
-    detect_model_kind,
     resolve_device,
 )
+from emotion_perception.runtime.model_files import ModelFileError, detect_model_kind
 from emotion_perception.runtime.onnxruntime_backend import choose_providers, physical_cores
 from emotion_perception.runtime.predictor import detection_confidence
 from emotion_perception.runtime.preprocess import canvas_geometry, preprocess_numpy, preprocess_torch
@@ -123,12 +124,62 @@ def test_decoding_in_the_graph_agrees_with_decoding_in_torch(files, benet_ort):
         graph.predict(image, flip_test=True)
 
 
-def test_flip_test_averages_with_the_mirror(benet_torch, benet_ort):
+def _probability_maps(raw: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """BENet's maps at 1/2 resolution from one image's raw outputs, by the definition in
+    docs/ARCHITECTURE.md ("Decoding") and with other tools than nets/decode.py: numpy's sigmoid,
+    cv2's bilinear x2 upsampling of the 1/4 maps (pixel centres, edges repeated), the mean of the
+    two resolutions; sizes are non-negative and a 1/4-map pixel spans two 1/2-map pixels."""
+    def upsampled(maps: np.ndarray) -> np.ndarray:  # (C, h, w) -> (C, 2h, 2w)
+        height, width = maps.shape[1:]
+        return np.stack([cv2.resize(channel, (2 * width, 2 * height), interpolation=cv2.INTER_LINEAR)
+                         for channel in maps])
+
+    def sigmoid(x: np.ndarray) -> np.ndarray:
+        return 1 / (1 + np.exp(-x.astype(np.float64)))
+
+    maps = {name: (upsampled(sigmoid(raw[f"{name}_4"][0]).astype(np.float32)) + sigmoid(raw[f"{name}_2"][0])) / 2
+            for name in ("heatmap", "emotions", "vad")}
+    size_4, size_2 = (np.maximum(raw[name][0], 0) for name in ("size_4", "size_2"))
+    maps["size"] = (upsampled(size_4 * 2) + size_2) / 2
+    return maps
+
+
+def test_flip_test_averages_with_the_mirrored_pass_flipped_back(benet_torch, benet_ort):
+    # At the training size (64x64) the letterbox is the identity: input pixels are map pixels x 2.
     image = draw_scene(np.random.default_rng(5), 2, 64, 64).image
-    plain = benet_torch.predict(image, 0.0, 5)
-    flipped = benet_torch.predict(image, 0.0, 5, flip_test=True)
-    assert len(flipped) == 5 and any(abs(p.score - q.score) > 1e-6 for p, q in zip(plain, flipped))
-    _assert_same_people(flipped, benet_ort.predict(image, 0.0, 5, flip_test=True), box_tol=1e-3, score_tol=1e-5)
+    network_input, _ = benet_torch.preprocess(image)
+
+    def raw(x: torch.Tensor) -> dict[str, np.ndarray]:  # one plain network pass
+        return {name: value.numpy() for name, value in benet_torch.backend.infer({"image": x}).items()}
+
+    plain = _probability_maps(raw(network_input))
+    mirrored = _probability_maps(raw(network_input.flip(-1)))
+    # Flip test: each map is the mean of the plain pass and the mirrored pass flipped back. No
+    # channel is swapped: emotions, VAD, widths and heights are the same seen in a mirror.
+    reference = {name: (plain[name] + mirrored[name][..., ::-1]) / 2 for name in plain}
+    assert np.abs(reference["heatmap"] - plain["heatmap"]).max() > 1e-3  # the mirror changes the maps here
+
+    people = benet_torch.predict(image, 0.0, 5, flip_test=True)
+    heat = reference["heatmap"][0]
+    local_max = np.lib.stride_tricks.sliding_window_view(np.pad(heat, 2, mode="edge"), (5, 5)).max(axis=(2, 3))
+    peaks = np.sort(heat[heat == local_max])[::-1][:5]
+    np.testing.assert_allclose([p.score for p in people], peaks, atol=1e-5)  # the 5 strongest 5x5 peaks
+    for person in people:
+        centre_x, centre_y = (person.box[0] + person.box[2]) / 2, (person.box[1] + person.box[3]) / 2
+        row, col = int(centre_y // 2), int(centre_x // 2)
+        assert person.score == pytest.approx(heat[row, col], abs=1e-5)
+        np.testing.assert_allclose(person.scores, reference["emotions"][:, row, col], atol=1e-5)
+        np.testing.assert_allclose(person.vad, reference["vad"][:, row, col], atol=1e-5)
+        width, height = reference["size"][:, row, col] * 2  # sizes in 1/2-map pixels
+        box = [centre_x - width / 2, centre_y - height / 2, centre_x + width / 2, centre_y + height / 2]
+        np.testing.assert_allclose(person.box, np.clip(box, 0, 64), atol=1e-3)
+
+    # So the mirror image's people are these people mirrored.
+    mirror_people = benet_torch.predict(np.ascontiguousarray(image[:, ::-1]), 0.0, 5, flip_test=True)
+    np.testing.assert_allclose([p.score for p in mirror_people], [p.score for p in people], atol=1e-5)
+    np.testing.assert_allclose([[64 - p.box[2], p.box[1], 64 - p.box[0], p.box[3]] for p in mirror_people],
+                               [p.box for p in people], atol=1e-3)
+    _assert_same_people(people, benet_ort.predict(image, 0.0, 5, flip_test=True), box_tol=1e-3, score_tol=1e-5)
 
 
 def test_cahfw_backends_agree_and_score_given_faces(files, scene):
@@ -189,6 +240,35 @@ def test_canvas_keeps_aspect_and_pads_to_the_stride(files, benet_ort):
         canvas_geometry(480, 640, paper_like, input_size=(500, 512))
 
 
+def test_preprocessing_letterboxes_and_normalises_as_specified(benet_ort):
+    card = benet_ort.card.replace(input_size=(256, 256))
+    # A 400x300 image, red left half, blue right half, into a 256x256 canvas: scale 256/400 =
+    # 0.64, so the image is 256x192 with 32 rows of padding above and below, the colour edge at
+    # column 200 x 0.64 = 128.
+    image = np.zeros((300, 400, 3), np.uint8)
+    image[:, :200] = (255, 0, 0)
+    image[:, 200:] = (0, 0, 255)
+    params = canvas_geometry(300, 400, card, input_size=(256, 256))
+    assert (params.scale, params.pad_x, params.pad_y) == (pytest.approx(0.64), 0, 32)
+    mean, std = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])  # ImageNet, RGB
+
+    def normalised(rgb: tuple[int, int, int]) -> np.ndarray:
+        return ((np.array(rgb) / 255 - mean) / std)[:, None, None]
+
+    expected = np.empty((3, 256, 256))
+    expected[...] = normalised((124, 116, 104))  # padding: the ImageNet mean colour in uint8
+    expected[:, 32:224, :128] = normalised((255, 0, 0))
+    expected[:, 32:224, 128:] = normalised((0, 0, 255))
+    on_host = preprocess_numpy(image, params, card.normalisation)
+    on_device = preprocess_torch(image, params, card.normalisation, "cpu").numpy()
+    for network_input in (on_host, on_device):
+        assert network_input.shape == (1, 3, 256, 256) and network_input.dtype == np.float32
+        np.testing.assert_allclose(network_input[0], expected, atol=1e-5)
+    # Boxes follow the pixels: the whole image and its red half.
+    np.testing.assert_allclose(boxes_to_letterbox(np.array([[0, 0, 400, 300], [0, 0, 200, 300]]), params),
+                               [[0, 32, 256, 224], [0, 32, 128, 224]], atol=1e-4)
+
+
 def test_torch_and_numpy_preprocessing_agree(benet_ort):
     card = benet_ort.card.replace(input_size=(256, 256))
     image = draw_scene(np.random.default_rng(1), 3, 300, 400).image
@@ -198,9 +278,6 @@ def test_torch_and_numpy_preprocessing_agree(benet_ort):
     assert on_host.shape == on_device.shape == (1, 3, 192, 256)
     # One preprocessing for every backend: the training resize, then the same normalisation.
     np.testing.assert_allclose(on_host, on_device, atol=1e-6)
-    # The image content lands where the letterbox says: a person's box maps onto bright pixels.
-    assert boxes_to_letterbox(np.array([[0, 0, 400, 300]]), params)[0].tolist() == \
-        [params.pad_x, params.pad_y, params.pad_x + 256, params.pad_y + 192]
 
 
 # --------------------------------------------------------------------------- choosing backends
@@ -228,9 +305,27 @@ def test_auto_picks_the_fastest_available_backend(kind, available, expected):
     assert (backend, device) == expected and reason
 
 
+def test_auto_lists_every_backend_that_can_run_here_best_first():
+    # The order a fallback would follow: the GPU's backends in table order, then the CPU's.
+    assert [c[:2] for c in auto_candidates("checkpoint", "auto", GPU_FULL)] == [
+        ("tensorrt", "cuda:0"), ("onnxruntime", "cuda:0"), ("torch", "cuda:0"),
+        ("onnxruntime", "cpu"), ("torch", "cpu")]
+    assert [c[:2] for c in auto_candidates("onnx", "auto", GPU_TORCH)] == [("onnxruntime", "cpu")]
+    reason = auto_candidates("onnx", "auto", GPU_TORCH)[0][2]
+    assert "TensorRT is not installed" in reason and "no GPU provider" in reason  # why the GPU was passed over
+    assert [c[:2] for c in auto_candidates("engine", "cuda:1", GPU_FULL)] == [("tensorrt", "cuda:1")]
+    with pytest.raises(ValueError, match="no backend can run an onnx file here: .*onnxruntime is not installed"):
+        auto_candidates("onnx", "cpu", Availability(cuda=False, tensorrt=False, onnxruntime_providers=()))
+
+
 def test_impossible_backend_requests_are_refused_clearly():
-    with pytest.raises(ValueError, match="needs a checkpoint"):
+    with pytest.raises(ValueError, match="torch backend opens checkpoint files, not an onnx file; that runs on "
+                                         "tensorrt or onnxruntime"):
         choose_backend("onnx", "torch", "cpu", CPU_ONLY)
+    with pytest.raises(ValueError, match="backend must be auto, tensorrt, onnxruntime, torch, got 'openvino'"):
+        choose_backend("onnx", "openvino", "cpu", CPU_ONLY)
+    with pytest.raises(ValueError, match="tensorrt backend runs on a CUDA device"):
+        choose_backend("onnx", "tensorrt", "cpu", GPU_FULL)
     with pytest.raises(ValueError, match="TensorRT is not installed"):
         choose_backend("onnx", "tensorrt", "auto", CPU_ONLY)
     with pytest.raises(ValueError, match="TensorRT is not installed"):
@@ -264,6 +359,67 @@ def test_physical_cores_ignore_hyperthreads_and_respect_affinity():
     assert physical_cores() >= 1
 
 
+# --------------------------------------------------------------------------- the backend table
+
+
+def test_every_backend_opens_its_kinds_and_refuses_unknown_precisions(files):
+    openable_here = {"torch": ["checkpoint"], "onnxruntime": ["checkpoint", "onnx"]}  # tensorrt: GPU machines
+    sources = {"checkpoint": files["benet"], "onnx": files["benet_decode"]}
+    for name, kinds in openable_here.items():
+        entry = backend_entry(name)
+        assert set(kinds) <= set(entry.kinds)
+        for kind in kinds:
+            backend = entry.open(sources[kind], kind, "cpu", "auto", files["cache"])
+            assert backend.name == name and backend.device == "cpu" and backend.precision == "fp32"
+            assert backend.card.model_name == "benet" and backend.card.with_decode == (kind == "onnx")
+    for entry in (backend_entry(name) for name in ("tensorrt", "onnxruntime", "torch")):
+        with pytest.raises(ValueError, match=f"the {entry.name} backend runs precision auto .* not 'bf16'"):
+            entry.open(files["benet"], "checkpoint", "cuda:0", "bf16", files["cache"])
+    with pytest.raises(ValueError, match="torch backend runs precision .*fp32, fp16, not 'int8'"):
+        backend_entry("torch").open(files["benet"], "checkpoint", "cpu", "int8", files["cache"])
+    with pytest.raises(ValueError, match="fp16 on CPU is slower"):
+        backend_entry("torch").open(files["benet"], "checkpoint", "cpu", "fp16", files["cache"])
+    with pytest.raises(ValueError, match="fp16 is for GPUs"):
+        backend_entry("onnxruntime").open(files["benet"], "checkpoint", "cpu", "fp16", files["cache"])
+    with pytest.raises(ValueError, match="onnxruntime backend opens checkpoint or onnx files, not an engine file"):
+        backend_entry("onnxruntime").open(files["benet"], "engine", "cpu", "auto", files["cache"])
+
+
+def test_torch_and_onnxruntime_backends_agree_to_1e4_on_the_same_input(files):
+    torch_backend = backend_entry("torch").open(files["benet"], "checkpoint", "cpu", "fp32", files["cache"])
+    ort_backend = backend_entry("onnxruntime").open(files["benet"], "checkpoint", "cpu", "fp32", files["cache"])
+    image = torch.from_numpy(np.random.default_rng(4).standard_normal((2, 3, 64, 96)).astype(np.float32))
+    torch_maps, ort_maps = torch_backend.infer({"image": image}), ort_backend.infer({"image": image.numpy()})
+    assert tuple(torch_maps) == tuple(ort_maps) == torch_backend.card.output_names
+    for name, value in torch_maps.items():
+        np.testing.assert_allclose(value.numpy(), ort_maps[name], atol=1e-4, err_msg=name)
+
+
+class _FixedFaces:
+    def detect(self, image_rgb):
+        return np.array([[8, 8, 40, 40, 0.9]], np.float32)
+
+
+@pytest.mark.parametrize("model, max_batch", [("benet", 2), ("cahfw", 16)])
+def test_tensorrt_engines_are_sized_for_the_predictors_batches(files, monkeypatch, model, max_batch):
+    # What load_predictor asks the tensorrt opener for, without TensorRT: the opener records the
+    # batch it would build the engine for and hands back an ONNX Runtime backend instead.
+    import emotion_perception.runtime.predictor as predictor_module
+    import emotion_perception.runtime.tensorrt_backend as tensorrt_backend
+
+    asked = []
+
+    def fake_open(path, kind, device, precision, cache, options):
+        backend = backend_entry("onnxruntime").open(path, kind, "cpu", "fp32", cache)
+        asked.append((device, precision, options.max_batch_for(backend.card.model_name)))
+        return backend
+
+    monkeypatch.setattr(predictor_module, "probe_availability", lambda: GPU_FULL)
+    monkeypatch.setattr(tensorrt_backend, "open_backend", fake_open)
+    predictor = load_predictor(files[model], device="auto", cache_dir=files["cache"], face_detector=_FixedFaces())
+    assert asked == [("cuda:0", "auto", max_batch)] and predictor.max_batch == max_batch
+
+
 # --------------------------------------------------------------------------- clear errors
 
 
@@ -279,7 +435,7 @@ def test_missing_and_corrupt_model_files(tmp_path, files):
     (tmp_path / "weights.bin").write_bytes(b"\x00" * 64)
     with pytest.raises(ModelFileError, match="unknown model file type"):
         detect_model_kind(tmp_path / "weights.bin")
-    with pytest.raises(ValueError, match="needs a checkpoint"):
+    with pytest.raises(ValueError, match="torch backend opens checkpoint files, not an onnx file"):
         load_predictor(files["benet_decode"], backend="torch")
 
 

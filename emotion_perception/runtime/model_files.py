@@ -1,12 +1,8 @@
-"""Model files (checkpoint, ONNX, TensorRT engine), the export cache and the choice of backend.
+"""Model files (checkpoint, ONNX, TensorRT engine): their kind, and the export cache.
 
-``backend="auto"`` picks the fastest backend this machine offers for the file, and says why:
-
-* CPU: ONNX Runtime (graph-optimised CPU kernels are several times faster than PyTorch eager);
-  a checkpoint is exported to ONNX once, into the cache.
-* GPU: native TensorRT if installed (engine built once per GPU/TensorRT/precision, cached),
-  else ONNX Runtime with its TensorRT or CUDA provider, else PyTorch (fp16, channels-last).
-* A TensorRT engine runs only on TensorRT.
+A checkpoint given to ONNX Runtime or TensorRT is exported to ONNX once (and quantised once
+for INT8) into the cache, keyed by the file's SHA-256. Which backend runs a file is decided by
+the backend table (:mod:`emotion_perception.runtime.backend`).
 """
 
 from __future__ import annotations
@@ -16,7 +12,6 @@ import logging
 import os
 import zipfile
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 from emotion_perception.export.engine_cache import file_sha256
@@ -73,111 +68,6 @@ def detect_model_kind(path: str | Path) -> str:
         path, f"unknown model file type: expected a checkpoint ({', '.join(CHECKPOINT_SUFFIXES)}), an ONNX "
               f"model (.onnx) or a TensorRT engine ({', '.join(ENGINE_SUFFIXES)})"
     )
-
-
-# --------------------------------------------------------------------------- backend choice
-
-
-@dataclass(frozen=True)
-class Availability:
-    """What this machine offers (probed once by :func:`probe_availability`)."""
-
-    cuda: bool
-    tensorrt: bool
-    onnxruntime_providers: tuple[str, ...]
-
-
-def probe_availability() -> Availability:
-    import importlib.util
-
-    import torch
-
-    try:
-        import onnxruntime as ort
-
-        providers = tuple(ort.get_available_providers())
-    except ImportError:
-        providers = ()
-    return Availability(
-        cuda=torch.cuda.is_available(),
-        tensorrt=importlib.util.find_spec("tensorrt") is not None,
-        onnxruntime_providers=providers,
-    )
-
-
-def resolve_device(device: str, available: Availability) -> str:
-    """"auto" -> "cuda:0" when CUDA is available, else "cpu"; validates explicit devices."""
-    if device == "auto":
-        return "cuda:0" if available.cuda else "cpu"
-    if device == "cpu":
-        return "cpu"
-    if device == "cuda" or (device.startswith("cuda:") and device[5:].isdigit()):
-        if not available.cuda:
-            raise ValueError(f"device {device!r} asked for, but no CUDA GPU is available (torch sees none)")
-        return "cuda:0" if device == "cuda" else device
-    raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}")
-
-
-def _ort_gpu(available: Availability) -> bool:
-    return bool({"TensorrtExecutionProvider", "CUDAExecutionProvider"} & set(available.onnxruntime_providers))
-
-
-def choose_backend(kind: str, backend: str, device: str, available: Availability) -> tuple[str, str, str]:
-    """(backend, device, reason) for a model file of ``kind`` (see module docstring).
-
-    ``device`` is "auto" or an explicit device. ValueError when the combination cannot run here.
-    """
-    if kind not in MODEL_KINDS:
-        raise ValueError(f"model kind must be one of {MODEL_KINDS}, got {kind!r}")
-    if backend not in ("auto", "tensorrt", "onnxruntime", "torch"):
-        raise ValueError(f"backend must be auto, tensorrt, onnxruntime or torch, got {backend!r}")
-    if backend == "torch" and kind != "checkpoint":
-        raise ValueError(f"the torch backend needs a checkpoint (.pt); a{'n' if kind == 'onnx' else ''} {kind} file "
-                         "runs on onnxruntime or tensorrt")
-    if backend == "onnxruntime" and kind == "engine":
-        raise ValueError("a TensorRT engine runs only on the tensorrt backend; give onnxruntime the ONNX file")
-    if (backend == "tensorrt" or kind == "engine") and not available.tensorrt:
-        raise ValueError("TensorRT is not installed (Python package 'tensorrt'); use the ONNX model with "
-                         "the onnxruntime backend")
-    if (backend == "tensorrt" or kind == "engine") and not available.cuda:
-        raise ValueError("TensorRT needs a CUDA GPU, and none is available")
-
-    if backend != "auto":
-        if backend == "tensorrt" and device == "cpu":
-            raise ValueError("the tensorrt backend runs on a CUDA device, not 'cpu'")
-        resolved = resolve_device(device, available)
-        if backend == "tensorrt":
-            resolved = resolved if resolved != "cpu" else "cuda:0"
-        if backend == "onnxruntime" and resolved != "cpu" and not _ort_gpu(available):
-            if device == "auto":
-                return backend, "cpu", "asked for onnxruntime; the installed onnxruntime is CPU-only"
-            raise ValueError(f"device {resolved!r}: the installed onnxruntime has no GPU provider "
-                             "(install onnxruntime-gpu) - use device 'cpu'")
-        return backend, resolved, f"asked for {backend}"
-
-    if kind == "engine":
-        return "tensorrt", resolve_device("cuda" if device == "auto" else device, available), \
-            "a TensorRT engine runs on TensorRT"
-    resolved = resolve_device(device, available)
-    if resolved == "cpu":
-        if "CPUExecutionProvider" in available.onnxruntime_providers:
-            return "onnxruntime", "cpu", ("CPU: ONNX Runtime's optimised graph is several times faster than "
-                                          "PyTorch eager" + (" (checkpoint exported to ONNX once, cached)"
-                                                             if kind == "checkpoint" else ""))
-        if kind == "checkpoint":
-            return "torch", "cpu", "CPU without onnxruntime installed: PyTorch eager"
-        raise ValueError("an ONNX model needs onnxruntime, which is not installed")
-    if available.tensorrt:
-        return "tensorrt", resolved, "GPU with TensorRT: native engine (built once per GPU and TensorRT version, cached)"
-    if _ort_gpu(available):
-        provider = ("TensorRT" if "TensorrtExecutionProvider" in available.onnxruntime_providers else "CUDA")
-        return "onnxruntime", resolved, f"GPU without the tensorrt package: ONNX Runtime with its {provider} provider"
-    if kind == "checkpoint":
-        return "torch", resolved, "GPU without TensorRT or onnxruntime-gpu: PyTorch fp16 (channels-last)"
-    if "CPUExecutionProvider" in available.onnxruntime_providers:
-        return "onnxruntime", "cpu", ("no GPU runtime for an ONNX file (install onnxruntime-gpu or tensorrt): "
-                                      "ONNX Runtime on CPU")
-    raise ValueError("an ONNX model needs onnxruntime, which is not installed")
 
 
 # --------------------------------------------------------------------------- export cache

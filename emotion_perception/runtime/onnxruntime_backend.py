@@ -16,8 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from emotion_perception.export.model_card import ModelCard, check_card_against_graph
-from emotion_perception.runtime.backend import Backend, input_specs
+from emotion_perception.export.model_card import ModelCard, check_card_against_graph, read_onnx_card
+from emotion_perception.runtime.backend import Backend, OpenOptions, input_specs
+from emotion_perception.runtime.model_files import cached_int8_onnx, cached_onnx
 
 LOGGER = logging.getLogger(__name__)
 
@@ -99,6 +100,23 @@ def choose_providers(
         )
     chain.append((CPU_EP, {}))
     return chain
+
+
+def open_backend(path: Path, kind: str, device: str, precision: str, cache: Path,
+                 options: OpenOptions) -> OnnxRuntimeBackend:
+    """The onnxruntime row of the backend table (runtime/backend.py): an ONNX file as it is, a
+    checkpoint through its cached ONNX export (fp16 weights when fp16 is asked for), and for
+    ``int8`` the cached QDQ quantisation of an fp32 graph."""
+    if kind == "checkpoint":
+        onnx_path, card = cached_onnx(path, cache, "fp16" if precision == "fp16" else "fp32")
+    else:
+        onnx_path, card = path, read_onnx_card(path)
+    if precision == "int8" and card.precision != "int8":
+        onnx_path, card = cached_int8_onnx(onnx_path, cache)
+    # On a GPU the TensorRT provider may build fp16 kernels from an fp32 graph.
+    trt_fp16 = device != "cpu" and precision in ("auto", "fp16")
+    return OnnxRuntimeBackend(onnx_path, card, device, threads=options.threads, cache_dir=cache,
+                              providers=options.onnxruntime_providers, trt_fp16=trt_fp16)
 
 
 def output_shapes(card: ModelCard, batch: int, height: int, width: int) -> dict[str, tuple[tuple[int, ...], str]]:

@@ -25,7 +25,14 @@ from typing import Any
 import numpy as np
 
 from emotion_perception.export.model_card import ModelCard
-from emotion_perception.runtime.backend import Backend
+from emotion_perception.runtime.backend import (
+    Backend,
+    OpenOptions,
+    backend_entry,
+    choose_backend,
+    probe_availability,
+)
+from emotion_perception.runtime.model_files import detect_model_kind
 from emotion_perception.runtime.preprocess import (
     canvas_geometry,
     check_image,
@@ -64,6 +71,10 @@ def _check_call(detection_threshold: float, max_people: int) -> None:
 
 class Predictor(ABC):
     """Shared attributes of the predictors (see docs/ARCHITECTURE.md, "Runtime interface")."""
+
+    # The largest batch this predictor hands its backend in one call; TensorRT engines built for
+    # it get a profile up to this batch (OpenOptions.max_batch). Each subclass says why.
+    max_batch: int
 
     def __init__(self, backend: Backend, card: ModelCard, input_size: tuple[int, int] | None = None) -> None:
         self.backend = backend
@@ -129,6 +140,8 @@ def _to_numpy(value: Any) -> np.ndarray:
 
 class BENetPredictor(Predictor):
     """Bottom-up: every person from one network pass (see module docstring)."""
+
+    max_batch = 2  # one frame per call; flip test runs it with its mirror as one batch of 2
 
     def preprocess(self, image_rgb: np.ndarray) -> tuple[Any, Any]:
         """(network input (1, 3, H, W), letterbox parameters) on the backend's device."""
@@ -240,11 +253,15 @@ class TopDownPredictor(Predictor):
     """Detect faces, then classify every face in one batch; box = face box, score = detector
     confidence in [0, 1], scores = softmax over the classes, VAD NaN."""
 
+    # The faces of one frame in one batch (twice that with flip test); more than the backend
+    # takes at once (an engine's profile) run in chunks of its limit.
+    max_batch = 16
+
     def __init__(self, backend: Backend, card: ModelCard, face_detector: Any) -> None:
         super().__init__(backend, card)
         self.face_detector = face_detector
         spec = backend.inputs[0]
-        self._max_batch = int(spec.max_shape[0]) if spec.max_shape is not None else None
+        self._backend_batch_limit = int(spec.max_shape[0]) if spec.max_shape is not None else None
 
     def predict(self, image_rgb: np.ndarray, detection_threshold: float = 0.3, max_people: int = 15,
                 flip_test: bool = False) -> list[PersonPrediction]:
@@ -276,7 +293,7 @@ class TopDownPredictor(Predictor):
             inputs = {name: np.concatenate([batch, batch[..., ::-1]]) for name, batch in inputs.items()}
         count = len(next(iter(inputs.values())))
         logits = []
-        step = self._max_batch or count
+        step = self._backend_batch_limit or count
         for start in range(0, count, step):
             outputs = self.backend.infer({name: self._to_backend(np.ascontiguousarray(batch[start:start + step]))
                                           for name, batch in inputs.items()})
@@ -318,6 +335,12 @@ class ExpressionPredictor(TopDownPredictor):
 
 
 # --------------------------------------------------------------------------- loading
+
+
+# The predictor of each model family (ModelCard.model_name).
+PREDICTORS: dict[str, type[Predictor]] = {
+    "benet": BENetPredictor, "cahfw": CAHFWPredictor, "expression": ExpressionPredictor,
+}
 
 
 FACE_DETECTORS = ("auto", "mtcnn", "hog", "cnn")
@@ -365,20 +388,14 @@ def load_predictor(
 
     The model family, categories and input normalisation come from the file's own metadata
     (checkpoint config / model card). ``backend`` is auto | tensorrt | onnxruntime | torch and
-    ``device`` auto | cpu | cuda[:N] (see :mod:`emotion_perception.runtime.model_files` for
-    what auto picks). ``input_size`` (H, W) fixes BENet's canvas (default: longer side at the
-    training size, padded to the stride). ``face_detector`` (top-down models) is "auto", "mtcnn",
-    "hog", "cnn" or an object with ``detect(image_rgb) -> (K, 5)``. ``model_path`` may be an
-    alias of an installed third-party model (``expression``). ``threads``: CPU intra-op threads
+    ``device`` auto | cpu | cuda[:N]; the backend table (:mod:`emotion_perception.runtime.backend`)
+    says what auto picks and which ``precision`` each backend runs. ``input_size`` (H, W) fixes
+    BENet's canvas (default: longer side at the training size, padded to the stride).
+    ``face_detector`` (top-down models) is "auto", "mtcnn", "hog", "cnn" or an object with
+    ``detect(image_rgb) -> (K, 5)``. ``model_path`` may be an alias of an installed third-party
+    model (``expression``). ``threads``: CPU intra-op threads
     (ONNX Runtime default: the physical cores; PyTorch: ``torch.set_num_threads``, process-wide).
     """
-    from emotion_perception.runtime.model_files import (
-        choose_backend,
-        default_cache_dir,
-        detect_model_kind,
-        probe_availability,
-    )
-
     from emotion_perception.resources import resolve_model_path
 
     model_path = resolve_model_path(model_path)
@@ -386,16 +403,13 @@ def load_predictor(
     available = probe_availability()
     backend_name, resolved_device, reason = choose_backend(kind, backend, device, available)
     LOGGER.info("%s: backend %s on %s (%s)", model_path.name, backend_name, resolved_device, reason)
-    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     if input_size is not None:
         input_size = (int(input_size[0]), int(input_size[1]))
-
-    if backend_name == "torch":
-        runner, card = _torch_backend(model_path, resolved_device, precision, compile, cuda_graph, threads)
-    elif backend_name == "onnxruntime":
-        runner, card = _onnxruntime_backend(model_path, kind, resolved_device, precision, cache, threads, available)
-    else:
-        runner, card = _tensorrt_backend(model_path, kind, resolved_device, precision, cache, cuda_graph)
+    options = OpenOptions(threads=threads, compile=compile, cuda_graph=cuda_graph,
+                          max_batch={name: family.max_batch for name, family in PREDICTORS.items()},
+                          onnxruntime_providers=available.onnxruntime_providers)
+    runner = backend_entry(backend_name).open(model_path, kind, resolved_device, precision, cache_dir, options)
+    card = runner.card  # read from the model file's own metadata (checkpoint config / model card)
 
     if card.model_name in ("cahfw", "expression"):
         if input_size is not None and tuple(input_size) != tuple(card.input_size):
@@ -408,91 +422,3 @@ def load_predictor(
     if input_size is not None:
         canvas_geometry(input_size[0], input_size[1], card, input_size)  # validates before the first frame
     return BENetPredictor(runner, card, input_size)
-
-
-def _torch_backend(path: Path, device: str, precision: str, compile: bool, cuda_graph: bool, threads: int | None):
-    from emotion_perception.export.graphs import build_deploy_graph, make_card
-    from emotion_perception.nets.factory import label_thresholds_of, load_model_from_checkpoint, trained_on_of
-    from emotion_perception.runtime.torch_backend import TorchBackend
-
-    model, checkpoint = load_model_from_checkpoint(path, map_location="cpu")
-    graph = build_deploy_graph(model)
-    card = make_card(model, graph, with_decode=False, decode_config=None,
-                     precision="fp16" if precision == "auto" and device != "cpu" else
-                     ("fp32" if precision == "auto" else precision), trained_on=trained_on_of(checkpoint),
-                     label_thresholds=label_thresholds_of(checkpoint))
-    backend = TorchBackend(model, card, device, precision, compile=compile, cuda_graph=cuda_graph, threads=threads)
-    return backend, card
-
-
-def _onnxruntime_backend(path: Path, kind: str, device: str, precision: str, cache: Path, threads, available):
-    from emotion_perception.export.model_card import read_onnx_card
-    from emotion_perception.runtime.model_files import cached_int8_onnx, cached_onnx
-    from emotion_perception.runtime.onnxruntime_backend import OnnxRuntimeBackend
-
-    if precision not in ("auto", "fp32", "fp16", "int8"):
-        raise ValueError(f"precision must be auto, fp32, fp16 or int8, got {precision!r}")
-    if precision == "fp16" and device == "cpu":
-        raise ValueError("fp16 is for GPUs (ONNX Runtime's CPU kernels are fp32); on CPU use fp32 or int8")
-    if kind == "checkpoint":
-        onnx_path, card = cached_onnx(path, cache, "fp16" if precision == "fp16" else "fp32")
-    else:
-        onnx_path, card = path, read_onnx_card(path)
-    if precision == "int8" and card.precision != "int8":
-        onnx_path, card = cached_int8_onnx(onnx_path, cache)
-    # On a GPU the TensorRT provider may build fp16 kernels from an fp32 graph.
-    trt_fp16 = device != "cpu" and precision in ("auto", "fp16")
-    backend = OnnxRuntimeBackend(onnx_path, card, device, threads=threads, cache_dir=cache,
-                                 providers=available.onnxruntime_providers, trt_fp16=trt_fp16)
-    return backend, card
-
-
-def _tensorrt_backend(path: Path, kind: str, device: str, precision: str, cache: Path, cuda_graph: bool):
-    from emotion_perception.export.tensorrt_build import (
-        current_gpu,
-        ensure_engine,
-        has_weak_fp16_flag,
-        import_tensorrt,
-        read_engine_record,
-    )
-    from emotion_perception.export.model_card import read_onnx_card
-    from emotion_perception.runtime.model_files import ModelFileError, cached_int8_onnx, cached_onnx
-    from emotion_perception.runtime.tensorrt_backend import TensorRTBackend
-
-    trt = import_tensorrt()
-    device_index = int(device.split(":")[1]) if ":" in device else 0
-    engine_precision = "fp16" if precision == "auto" else precision
-    engines = cache / "engines"
-    if kind == "engine":
-        card, key = read_engine_record(path)
-        if card is None:
-            raise ModelFileError(path, "no model card '<engine>.json' beside the engine: build engines with "
-                                       "'emotion-perception export --format tensorrt'")
-        gpu = current_gpu(device_index)
-        mismatch = [f"{field}: engine {key.get(field)!r}, here {value!r}" for field, value in
-                    (("tensorrt_version", str(trt.__version__)), ("gpu_name", gpu.name),
-                     ("compute_capability", gpu.compute_capability)) if key and key.get(field) != value]
-        if key is None or mismatch:
-            source = Path((card.tensorrt or {}).get("onnx_path", ""))
-            if not source.is_file():
-                raise ModelFileError(path, f"engine built for another machine ({'; '.join(mismatch) or 'no key'}) and "
-                                           "its source ONNX file is not available to rebuild it")
-            LOGGER.warning("%s was built for another machine (%s): rebuilding from %s", path, "; ".join(mismatch), source)
-            path = ensure_engine(source, engines, key.get("precision", engine_precision) if key else engine_precision,
-                                 profile=key.get("profile") if key else None, device_index=device_index)
-            card, _ = read_engine_record(path)
-        return TensorRTBackend(path, card, device, cuda_graph), card
-    if engine_precision not in ("fp32", "fp16", "int8"):
-        raise ValueError(f"precision must be auto, fp32, fp16 or int8, got {precision!r}")
-    if kind == "checkpoint":
-        graph_precision = "fp16" if engine_precision == "fp16" and not has_weak_fp16_flag(trt) else "fp32"
-        onnx_path, card = cached_onnx(path, cache, graph_precision)
-    else:
-        onnx_path, card = path, read_onnx_card(path)
-    if engine_precision == "int8" and card.precision != "int8":
-        # TensorRT builds INT8 from the QDQ graph (explicit quantisation), never by calibrating itself.
-        onnx_path, card = cached_int8_onnx(onnx_path, cache)
-    max_batch = 16 if card.model_name == "cahfw" else 2  # BENet: image + mirror for flip test
-    engine = ensure_engine(onnx_path, engines, engine_precision, max_batch=max_batch, device_index=device_index)
-    engine_card, _ = read_engine_record(engine)
-    return TensorRTBackend(engine, engine_card, device, cuda_graph), engine_card

@@ -22,9 +22,17 @@ from typing import Any
 
 import numpy as np
 
-from emotion_perception.export.model_card import ModelCard
-from emotion_perception.export.tensorrt_build import import_tensorrt, require_cuda
-from emotion_perception.runtime.backend import Backend, input_specs
+from emotion_perception.export.model_card import ModelCard, read_onnx_card
+from emotion_perception.export.tensorrt_build import (
+    current_gpu,
+    ensure_engine,
+    has_weak_fp16_flag,
+    import_tensorrt,
+    read_engine_record,
+    require_cuda,
+)
+from emotion_perception.runtime.backend import Backend, OpenOptions, input_specs
+from emotion_perception.runtime.model_files import ModelFileError, cached_int8_onnx, cached_onnx
 
 LOGGER = logging.getLogger(__name__)
 
@@ -41,6 +49,52 @@ def torch_dtype_of(trt: Any, data_type: Any) -> Any:
     raise ValueError(f"TensorRT tensor type {data_type} has no torch equivalent")
 
 
+def open_backend(path: Path, kind: str, device: str, precision: str, cache: Path,
+                 options: OpenOptions) -> TensorRTBackend:
+    """The tensorrt row of the backend table (runtime/backend.py).
+
+    An engine file runs as it is (at the precision it was built with), or is rebuilt from its
+    source ONNX file when it was built for another GPU or TensorRT version. A checkpoint or ONNX
+    file gets an engine built once into ``cache/engines`` at ``precision`` (``auto``: fp16), with
+    a profile for batches up to ``options.max_batch_for(model)``.
+    """
+    trt = import_tensorrt()
+    device_index = int(device.split(":")[1]) if ":" in device else 0
+    engine_precision = "fp16" if precision == "auto" else precision
+    engines = cache / "engines"
+    if kind == "engine":
+        card, key = read_engine_record(path)
+        if card is None:
+            raise ModelFileError(path, "no model card '<engine>.json' beside the engine: build engines with "
+                                       "'emotion-perception export --format tensorrt'")
+        gpu = current_gpu(device_index)
+        mismatch = [f"{field}: engine {key.get(field)!r}, here {value!r}" for field, value in
+                    (("tensorrt_version", str(trt.__version__)), ("gpu_name", gpu.name),
+                     ("compute_capability", gpu.compute_capability)) if key and key.get(field) != value]
+        if key is None or mismatch:
+            source = Path((card.tensorrt or {}).get("onnx_path", ""))
+            if not source.is_file():
+                raise ModelFileError(path, f"engine built for another machine ({'; '.join(mismatch) or 'no key'}) and "
+                                           "its source ONNX file is not available to rebuild it")
+            LOGGER.warning("%s was built for another machine (%s): rebuilding from %s", path, "; ".join(mismatch), source)
+            path = ensure_engine(source, engines, key.get("precision", engine_precision) if key else engine_precision,
+                                 profile=key.get("profile") if key else None, device_index=device_index)
+            card, _ = read_engine_record(path)
+        return TensorRTBackend(path, card, device, options.cuda_graph)
+    if kind == "checkpoint":
+        graph_precision = "fp16" if engine_precision == "fp16" and not has_weak_fp16_flag(trt) else "fp32"
+        onnx_path, card = cached_onnx(path, cache, graph_precision)
+    else:
+        onnx_path, card = path, read_onnx_card(path)
+    if engine_precision == "int8" and card.precision != "int8":
+        # TensorRT builds INT8 from the QDQ graph (explicit quantisation), never by calibrating itself.
+        onnx_path, card = cached_int8_onnx(onnx_path, cache)
+    engine = ensure_engine(onnx_path, engines, engine_precision, max_batch=options.max_batch_for(card.model_name),
+                           device_index=device_index)
+    engine_card, _ = read_engine_record(engine)
+    return TensorRTBackend(engine, engine_card, device, options.cuda_graph)
+
+
 class TensorRTBackend(Backend):
     name = "tensorrt"
     array_type = "torch"
@@ -53,6 +107,7 @@ class TensorRTBackend(Backend):
             raise FileNotFoundError(f"{engine_path}: TensorRT engine file not found")
         self.device = device
         self.precision = card.precision
+        self.card = card
         self._torch_device = torch.device(device)
         torch.cuda.set_device(self._torch_device)  # TensorRT allocates on the current device
         self._logger = trt.Logger(trt.Logger.WARNING)

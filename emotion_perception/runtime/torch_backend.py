@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -17,10 +18,28 @@ from torch import nn
 
 from emotion_perception.export.graphs import build_deploy_graph
 from emotion_perception.export.model_card import ModelCard
-from emotion_perception.runtime.backend import Backend, input_specs
+from emotion_perception.runtime.backend import Backend, OpenOptions, input_specs
 
 LOGGER = logging.getLogger(__name__)
 CUDA_GRAPH_WARMUP = 3
+
+
+def open_backend(path: Path, kind: str, device: str, precision: str, cache: Path, options: OpenOptions) -> TorchBackend:
+    """The torch row of the backend table (runtime/backend.py): a checkpoint's deploy graph.
+
+    Nothing is cached (``cache`` is unused): the checkpoint is the model. The card is made from
+    the checkpoint as the exporter would make it, at the precision that will run.
+    """
+    from emotion_perception.export.graphs import build_deploy_graph, make_card
+    from emotion_perception.nets.factory import label_thresholds_of, load_model_from_checkpoint, trained_on_of
+
+    if precision == "auto":
+        precision = "fp32" if device == "cpu" else "fp16"
+    model, checkpoint = load_model_from_checkpoint(path, map_location="cpu")
+    card = make_card(model, build_deploy_graph(model), with_decode=False, decode_config=None, precision=precision,
+                     trained_on=trained_on_of(checkpoint), label_thresholds=label_thresholds_of(checkpoint))
+    return TorchBackend(model, card, device, precision, compile=options.compile, cuda_graph=options.cuda_graph,
+                        threads=options.threads)
 
 
 class TorchBackend(Backend):
@@ -56,6 +75,7 @@ class TorchBackend(Backend):
         if cuda_graph and not on_cuda:
             raise ValueError("CUDA graph capture needs a CUDA device")
         self.precision = precision
+        self.card = card
         self.inputs = input_specs(card)
         self.output_names = tuple(card.output_names)
         graph = build_deploy_graph(model.to(torch_device), with_decode=card.with_decode,
