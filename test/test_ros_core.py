@@ -253,10 +253,12 @@ class _Unresolvable:
         pass
 
 
-_FAKE_LAUNCH = dict(LaunchContext=_FakeLaunchContext, LaunchDescription=_FakeLaunchDescription,
-                    DeclareLaunchArgument=_FakeDeclareLaunchArgument, OpaqueFunction=_FakeOpaqueFunction,
-                    LaunchConfiguration=_FakeLaunchConfiguration, PathJoinSubstitution=_Unresolvable,
-                    FindPackageShare=_Unresolvable)
+_FAKE_LAUNCH = {
+    "LaunchContext": _FakeLaunchContext, "LaunchDescription": _FakeLaunchDescription,
+    "DeclareLaunchArgument": _FakeDeclareLaunchArgument, "OpaqueFunction": _FakeOpaqueFunction,
+    "LaunchConfiguration": _FakeLaunchConfiguration, "PathJoinSubstitution": _Unresolvable,
+    "FindPackageShare": _Unresolvable,
+}
 
 
 class _RecordedNode:
