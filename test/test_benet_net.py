@@ -4,6 +4,7 @@ inference/all paths, the factory and checkpoint loading."""
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
 
 import numpy as np
@@ -118,11 +119,53 @@ def test_spatial_attention_matches_numpy() -> None:
     assert block.conv.bias is None
 
 
-def test_attention_block_is_channel_then_spatial() -> None:
-    block = AttentionBlock(8)
-    x = torch.randn(2, 8, 5, 5)
-    expected = block.spatial(block.channel(x))
+def test_attention_block_hand_computed() -> None:
+    # Two channels, two positions, weights picked so every step is exact by hand. The public
+    # code pools the spatial maps from the channel-reweighted tensor, so the order matters.
+    block = AttentionBlock(2, reduction=2)
+    log3 = math.log(3.0)
+    with torch.no_grad():
+        block.channel.mlp[0].weight.copy_(torch.tensor([[1.0, 0.0]]))  # hidden = channel 0
+        block.channel.mlp[0].bias.zero_()
+        block.channel.mlp[2].weight.copy_(torch.tensor([[log3 / 3], [-log3 / 3]]))
+        block.channel.mlp[2].bias.zero_()
+        block.spatial.conv.weight.copy_(torch.tensor([1.0, -2.0]).view(1, 2, 1, 1))
+    x = torch.tensor([[[[2.0, 0.0]], [[1.0, 3.0]]]])  # (1, 2, 1, 2)
+    # Channel 0: mean 1, max 2, so the hidden unit sums 1 + 2 = 3 and the logits are +-ln 3:
+    # channel weights sigmoid(ln 3) = 3/4 and sigmoid(-ln 3) = 1/4.
+    reweighted = [[1.5, 0.0], [0.25, 0.75]]
+    # Per position: max over channels (1.5, 0.75), mean (0.875, 0.375); logit max - 2 mean.
+    logits = [1.5 - 2 * 0.875, 0.75 - 2 * 0.375]
+    gate = [1 / (1 + math.exp(-v)) for v in logits]
+    expected = torch.tensor([[[[reweighted[c][p] * gate[p] for p in range(2)]] for c in range(2)]])
     torch.testing.assert_close(block(x), expected)
+
+
+def test_channel_attention_without_output_weights_scales_by_twice_the_bias() -> None:
+    # With the second layer's weights zeroed, both descriptors map to its bias b, so every
+    # channel is scaled by sigmoid(2 b) whatever the input.
+    torch.manual_seed(4)
+    block = ChannelAttention(6, reduction=2)
+    bias = torch.tensor([-2.0, -1.0, 0.0, 0.5, 1.0, 3.0])
+    with torch.no_grad():
+        block.mlp[2].weight.zero_()
+        block.mlp[2].bias.copy_(bias)
+    x = torch.randn(3, 6, 4, 5)
+    scale = torch.tensor([1 / (1 + math.exp(-2 * b)) for b in bias.tolist()])
+    torch.testing.assert_close(block(x), x * scale[None, :, None, None])
+
+
+def test_spatial_attention_is_channel_permutation_equivariant() -> None:
+    # The gate depends on the channel max and mean only, which ignore the channel order.
+    torch.manual_seed(5)
+    block = SpatialAttention()
+    x = torch.randn(2, 7, 5, 6)
+    order = torch.randperm(7)
+    torch.testing.assert_close(block(x[:, order]), block(x)[:, order])
+    # and every channel at a position is scaled by the same factor, in (0, 1).
+    factor = block(x) / x
+    torch.testing.assert_close(factor, factor[:, :1].expand_as(factor))
+    assert bool(((factor > 0) & (factor < 1)).all())
 
 
 def test_attention_sits_before_residual_add() -> None:

@@ -1,5 +1,5 @@
-"""MAC counter against hand-computed MACs, parameter counts, BENet's published figures and the
-`model-info` command over every registered model."""
+"""MAC counter against hand-computed MACs and against torch's own FLOP counter, parameter counts,
+BENet's published figures and the `model-info` command over every registered model."""
 
 from __future__ import annotations
 
@@ -8,10 +8,27 @@ import json
 import pytest
 import torch
 from torch import nn
+from torch.nn import functional as F
+from torch.utils.flop_counter import FlopCounterMode
 
 from emotion_perception import cli
 from emotion_perception.nets.factory import create_model, get_entry, model_names
 from emotion_perception.nets.profile import count_parameters, matmul_macs, profile_model
+
+
+def torch_counted_macs(model: nn.Module, inputs: tuple[torch.Tensor, ...]) -> int:
+    """MACs of one forward as torch.utils.flop_counter counts them (at the aten level: convolution,
+    mm/addmm/bmm, attention), an implementation independent of nets/profile.py.
+
+    It counts 2 FLOPs per multiply-accumulate and, like the profiler, leaves out bias additions,
+    normalisation, activations, softmax, pooling and resampling, so FLOPs / 2 must equal the
+    profiler's MACs exactly: any difference is an operation one of the two misses.
+    """
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(*inputs)
+    flops = counter.get_total_flops()
+    assert flops % 2 == 0
+    return flops // 2
 
 
 class SmallNet(nn.Module):
@@ -56,6 +73,17 @@ def test_parameter_counts_hand_values() -> None:
     executed = (3 * 8 * 9 + 8) + (4 * 8 * 9 + 8) + (8 * 4 * 16 + 4) + (4 * 6 * 5 + 6) + (6 * 10 + 10)
     assert count_parameters(net) == executed + 100 * 100 + 100
     assert profile_model(net, (torch.randn(1, 3, 16, 16),)).inference_params == executed
+
+
+def test_fused_attention_counts_both_products() -> None:
+    # softmax(Q K^T) V with Q (2, 3, 4), K (2, 5, 4), V (2, 5, 6): Q K^T is 2 x 3 x 5 outputs of
+    # 4 products each, A V is 2 x 3 x 6 outputs of 5 products each.
+    class Attend(nn.Module):
+        def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+            return F.scaled_dot_product_attention(q, k, v)
+
+    inputs = (torch.randn(2, 3, 4), torch.randn(2, 5, 4), torch.randn(2, 5, 6))
+    assert profile_model(Attend(), inputs).macs == 2 * 3 * 5 * 4 + 2 * 3 * 6 * 5
 
 
 def test_matmul_broadcasting() -> None:
@@ -121,9 +149,15 @@ def test_model_info_json_matches_forward(capsys) -> None:
     assert info["input_shapes"] == [[1, 3, 96, 64]]
     assert info["output_shapes"] == {k: list(v.shape) for k, v in outputs.items()}
     assert info["params"] == count_parameters(model)
-    profile = profile_model(model, (torch.randn(1, 3, 96, 64),))
-    assert info["macs"] == profile.macs and info["inference_params"] == profile.inference_params
-    assert info["gmacs"] == pytest.approx(profile.macs / 1e9, abs=1e-4)
+    # The command profiles on the meta device; torch's counter here runs a real forward.
+    macs = torch_counted_macs(model, (torch.randn(1, 3, 96, 64),))
+    assert info["macs"] == macs
+    assert info["gmacs"] == pytest.approx(macs / 1e9, abs=1e-4)
+    # Inference runs neither image-level head nor the last module's fusions into branches 1..3.
+    last = model.backbone.stages[-1][-1]
+    unused_fuse = sum(count_parameters(path) for target in list(last.fuse)[1:] for path in target)
+    training_heads = count_parameters(model.person_centric_head) + count_parameters(model.background_head)
+    assert info["inference_params"] == info["params"] - training_heads - unused_fuse
 
 
 def test_model_info_table_and_errors(capsys) -> None:
@@ -144,3 +178,6 @@ def test_model_info_works_for_every_registered_model(capsys, name: str) -> None:
     info = json.loads(out)
     assert info["preset"] == entry.default_preset
     assert info["params"] > 0 and info["gmacs"] > 0 and info["output_shapes"]
+    with torch.device("meta"):
+        model = create_model(name, entry.default_preset).eval()
+    assert info["macs"] == torch_counted_macs(model, model.example_inputs(1))

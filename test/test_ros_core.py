@@ -1,8 +1,9 @@
-"""ROS-free parts of the nodes: image conversion, parameters, launch arguments, frame slot, labels."""
+"""ROS-free parts of the nodes: image conversion, parameters, launch files (executed), frame slot, labels."""
 
 from __future__ import annotations
 
-import ast
+import importlib.util
+import sys
 import threading
 import time
 from pathlib import Path
@@ -192,20 +193,183 @@ def test_params_yaml_typos_and_bad_values_are_errors(tmp_path):
         load_defaults(wrong, "benet")
 
 
-def test_every_launch_argument_maps_to_a_declared_parameter():
-    # The launch packages are not installable here: read the mapping from the source.
-    tree = ast.parse((ROOT / "launch" / "emotion_perception_launch.py").read_text())
-    mapping = next(
-        ast.literal_eval(node.value) for node in tree.body
-        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "PARAMETER_ARGUMENTS"
-    )
-    assert set(mapping) == set(NODE_PARAMETERS)
-    for model, arguments in mapping.items():
-        declared = {spec.name for spec in NODE_PARAMETERS[model]}
-        for argument, (parameter, _) in arguments.items():
-            assert parameter in declared, f"{model}: launch argument {argument} -> undeclared {parameter}"
-        launch_file = (ROOT / "launch" / f"{model}.launch.py").read_text()
-        assert f'node_launch_description("{model}")' in launch_file
+def _launch_api() -> SimpleNamespace:
+    """The launch/launch_ros names emotion_perception_launch.py imports, plus LaunchContext.
+
+    The real packages where a ROS distro provides them; here (they are not on PyPI, and the
+    repository's launch/ folder even shadows ``launch`` as an empty namespace package) a
+    stand-in with the same names and the same calls (``entities``, ``name``, ``execute``,
+    ``perform``, ``launch_configurations``). ``Node`` is always a recorder: what matters is
+    what the node is started with, and test/test_launch.py starts it for real.
+    """
+    try:
+        from launch import LaunchContext, LaunchDescription
+        from launch.actions import DeclareLaunchArgument, OpaqueFunction
+        from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
+        from launch_ros.substitutions import FindPackageShare
+    except ImportError:
+        return SimpleNamespace(real=False, **_FAKE_LAUNCH)
+    return SimpleNamespace(real=True, LaunchContext=LaunchContext, LaunchDescription=LaunchDescription,
+                           DeclareLaunchArgument=DeclareLaunchArgument, OpaqueFunction=OpaqueFunction,
+                           LaunchConfiguration=LaunchConfiguration, PathJoinSubstitution=PathJoinSubstitution,
+                           FindPackageShare=FindPackageShare)
+
+
+class _FakeLaunchConfiguration:
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def perform(self, context) -> str:
+        return context.launch_configurations[self.name]  # KeyError where launch raises
+
+
+class _FakeDeclareLaunchArgument:
+    def __init__(self, name: str, default_value=None, description: str = "") -> None:
+        self.name, self.default_value, self.description = name, default_value, description
+
+
+class _FakeOpaqueFunction:
+    def __init__(self, function) -> None:
+        self._function = function
+
+    def execute(self, context) -> list:
+        return self._function(context)
+
+
+class _FakeLaunchDescription:
+    def __init__(self, entities) -> None:
+        self.entities = list(entities)
+
+
+class _FakeLaunchContext:
+    def __init__(self) -> None:
+        self.launch_configurations: dict[str, str] = {}
+
+
+class _Unresolvable:
+    """PathJoinSubstitution / FindPackageShare: need an installed package; tests pass params_file."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        pass
+
+
+_FAKE_LAUNCH = {
+    "LaunchContext": _FakeLaunchContext, "LaunchDescription": _FakeLaunchDescription,
+    "DeclareLaunchArgument": _FakeDeclareLaunchArgument, "OpaqueFunction": _FakeOpaqueFunction,
+    "LaunchConfiguration": _FakeLaunchConfiguration, "PathJoinSubstitution": _Unresolvable,
+    "FindPackageShare": _Unresolvable,
+}
+
+
+class _RecordedNode:
+    def __init__(self, **kwargs) -> None:
+        self.kwargs = kwargs
+
+
+def _perform(value, context):
+    """A substitution (or list of them and strings) resolved as launch does."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (list, tuple)):
+        return "".join(_perform(part, context) for part in value)
+    return value.perform(context)
+
+
+@pytest.fixture()
+def launch_api(monkeypatch) -> SimpleNamespace:
+    """emotion_perception_launch.py imported against ``_launch_api()``, as the launch files import it."""
+    api = _launch_api()
+    if not api.real:
+        stand_ins = {
+            "launch": SimpleNamespace(LaunchDescription=api.LaunchDescription, LaunchContext=api.LaunchContext),
+            "launch.actions": SimpleNamespace(DeclareLaunchArgument=api.DeclareLaunchArgument,
+                                              OpaqueFunction=api.OpaqueFunction),
+            "launch.substitutions": SimpleNamespace(LaunchConfiguration=api.LaunchConfiguration,
+                                                    PathJoinSubstitution=api.PathJoinSubstitution),
+            "launch_ros": SimpleNamespace(),
+            "launch_ros.actions": SimpleNamespace(Node=_RecordedNode),
+            "launch_ros.substitutions": SimpleNamespace(FindPackageShare=api.FindPackageShare),
+        }
+        for name, module in stand_ins.items():
+            monkeypatch.setitem(sys.modules, name, module)
+    spec = importlib.util.spec_from_file_location("emotion_perception_launch", ROOT / "launch" / "emotion_perception_launch.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    monkeypatch.setattr(module, "Node", _RecordedNode)
+    # The <model>.launch.py files put their folder on sys.path and import this module by name.
+    monkeypatch.setitem(sys.modules, "emotion_perception_launch", module)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    api.module = module
+    return api
+
+
+def _generated_description(model: str):
+    spec = importlib.util.spec_from_file_location(f"{model}_launch", ROOT / "launch" / f"{model}.launch.py")
+    launch_file = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(launch_file)
+    return launch_file.generate_launch_description()
+
+
+def _launch(api: SimpleNamespace, description, arguments: dict[str, str]) -> tuple[_RecordedNode, object]:
+    """Execute ``description`` as ``ros2 launch ... name:=value`` would: declared arguments take
+    the given value or their default, then the opaque function builds the node."""
+    context = api.LaunchContext()
+    declared = [e for e in description.entities if isinstance(e, api.DeclareLaunchArgument)]
+    assert set(arguments) <= {a.name for a in declared}, "passing an undeclared launch argument"
+    for argument in declared:
+        given = arguments.get(argument.name)
+        context.launch_configurations[argument.name] = (
+            given if given is not None else _perform(argument.default_value, context))
+    (opaque,) = [e for e in description.entities if isinstance(e, api.OpaqueFunction)]
+    (node,) = opaque.execute(context)
+    assert isinstance(node, _RecordedNode)
+    return node, context
+
+
+_FIXED_ARGUMENTS = {"image_topic": "/cam/image", "params_file": "/tmp/params.yaml", "namespace": "robot"}
+
+
+def _parameter_arguments(api: SimpleNamespace, description) -> set[str]:
+    declared = {e.name for e in description.entities if isinstance(e, api.DeclareLaunchArgument)}
+    assert set(_FIXED_ARGUMENTS) <= declared
+    return declared - set(_FIXED_ARGUMENTS)
+
+
+@pytest.mark.parametrize("model", sorted(NODE_PARAMETERS))
+def test_launch_file_starts_its_node_with_the_params_file_and_remapped_image(launch_api, model: str) -> None:
+    description = _generated_description(model)
+    # Parameter arguments left out: their default is empty and they override nothing.
+    node, context = _launch(launch_api, description, _FIXED_ARGUMENTS)
+    kwargs = node.kwargs
+    assert (kwargs["package"], kwargs["executable"], kwargs["name"]) == ("emotion_perception", f"{model}_node", f"{model}_node")
+    assert [_perform(p, context) if not isinstance(p, dict) else p for p in kwargs["parameters"]] == ["/tmp/params.yaml", {}]
+    assert _perform(kwargs["namespace"], context) == "robot"
+    remapped = [(source, _perform(target, context)) for source, target in kwargs["remappings"]]
+    assert remapped == [("image", "/cam/image"), ("image/compressed", "/cam/image/compressed")]
+
+
+@pytest.mark.parametrize("model", sorted(NODE_PARAMETERS))
+def test_launch_arguments_override_declared_parameters_with_their_types(launch_api, model: str) -> None:
+    description = _generated_description(model)
+    specs = {spec.name: spec for spec in NODE_PARAMETERS[model]}
+    arguments = _parameter_arguments(launch_api, description)
+    assert arguments, f"{model}: no parameter launch arguments"
+    undeclared = arguments - set(specs)
+    assert not undeclared, f"{model}: launch arguments for parameters the node does not declare: {undeclared}"
+    # Each argument gets a valid value as text, as on a command line; booleans in mixed case.
+    given, expected = {}, {}
+    for index, name in enumerate(sorted(arguments)):
+        spec = specs[name]
+        if spec.type is bool:
+            given[name], expected[name] = ("True", True) if index % 2 else ("false", False)
+        else:
+            assert spec.type is str, f"{model}: launch would pass {name} as a string, the node declares {spec.type}"
+            given[name] = expected[name] = spec.choices[-1] if spec.choices else f"/value/of/{name}"
+    node, context = _launch(launch_api, description, {**_FIXED_ARGUMENTS, **given})
+    params_file, overrides = node.kwargs["parameters"]
+    assert _perform(params_file, context) == "/tmp/params.yaml"
+    assert overrides == expected
+    assert all(type(overrides[name]) is specs[name].type for name in overrides)
 
 
 def test_frame_slot_keeps_the_latest_frame_and_counts_drops():

@@ -304,6 +304,14 @@ def random_homography(rng: np.random.Generator, config: BENetTransformConfig, si
     return matrix
 
 
+def _pixel_centre_matrix(matrix: np.ndarray) -> np.ndarray:
+    """``matrix`` (continuous coordinates, pixel i spans [i, i+1], as boxes use) in OpenCV's
+    convention, where pixel i's centre is at i: without the half-pixel conjugation a flip
+    moves the image one pixel away from its boxes."""
+    to_centres = np.array([[1.0, 0.0, -0.5], [0.0, 1.0, -0.5], [0.0, 0.0, 1.0]])
+    return to_centres @ matrix @ np.linalg.inv(to_centres)
+
+
 def photometric(image: np.ndarray, rng: np.random.Generator, config: BENetTransformConfig) -> np.ndarray:
     """Colour jitter, blur and gaussian noise (each with its probability) on a uint8 RGB image."""
     out = image
@@ -368,7 +376,7 @@ class BENetTransform:
         canvas_boxes = boxes_to_letterbox(targets.boxes, params)
         matrix = random_homography(rng, config, size)
         if not np.allclose(matrix, np.eye(3)):
-            canvas = cv2.warpPerspective(canvas, matrix, (size, size), flags=cv2.INTER_LINEAR,
+            canvas = cv2.warpPerspective(canvas, _pixel_centre_matrix(matrix), (size, size), flags=cv2.INTER_LINEAR,
                                          borderMode=cv2.BORDER_CONSTANT, borderValue=IMAGENET_MEAN_RGB)
             canvas_boxes = transform_boxes(canvas_boxes, matrix)
         clipped, keep = _visible(canvas_boxes, size, config)

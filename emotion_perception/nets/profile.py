@@ -1,8 +1,9 @@
 """Parameter and multiply-accumulate (MAC) counts of a model on example inputs.
 
 MACs are counted by forward hooks on Conv1d/Conv2d/ConvTranspose2d/Linear and by intercepting
-``matmul``/``bmm``/``@`` (attention-style products). Bias additions, normalisation, activations
-and pooling are not MACs and are not counted (the usual convention of published GMAC figures).
+``matmul``/``bmm``/``@`` and ``scaled_dot_product_attention`` (attention-style products). Bias
+additions, normalisation, activations and pooling are not MACs and are not counted (the usual
+convention of published GMAC figures).
 Running the model on the ``meta`` device gives the same counts without computing anything.
 """
 
@@ -15,6 +16,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 from torch.overrides import TorchFunctionMode
 
 
@@ -53,8 +55,15 @@ def matmul_macs(a: torch.Tensor, b: torch.Tensor) -> int:
     return math.prod(batch) * a2.shape[-2] * b2.shape[-1] * a2.shape[-1]
 
 
+def attention_macs(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> int:
+    """MACs of ``scaled_dot_product_attention``: ``Q K^T`` (L x S x E) plus ``A V`` (L x S x Ev)."""
+    batch = torch.broadcast_shapes(query.shape[:-2], key.shape[:-2], value.shape[:-2])
+    queries, keys = query.shape[-2], key.shape[-2]
+    return math.prod(batch) * queries * keys * (query.shape[-1] + value.shape[-1])
+
+
 class _MatmulCounter(TorchFunctionMode):
-    """Adds the MACs of every matmul/bmm/@ issued while active."""
+    """Adds the MACs of every matmul/bmm/@ and fused attention issued while active."""
 
     _FUNCTIONS = {torch.matmul, torch.bmm, torch.Tensor.matmul, torch.Tensor.bmm, torch.Tensor.__matmul__}
 
@@ -66,6 +75,10 @@ class _MatmulCounter(TorchFunctionMode):
         kwargs = kwargs or {}
         if func in self._FUNCTIONS and len(args) >= 2:
             self.macs += matmul_macs(args[0], args[1])
+        elif func is F.scaled_dot_product_attention:
+            # One fused op: its two products never reach torch.matmul, so count them here.
+            named = {**dict(zip(("query", "key", "value"), args)), **kwargs}
+            self.macs += attention_macs(named["query"], named["key"], named["value"])
         return func(*args, **kwargs)
 
 
