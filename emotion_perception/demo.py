@@ -21,6 +21,8 @@ import os
 import random
 from pathlib import Path
 
+from emotion_perception.cli_options import MODEL_FILE_HELP, add_model_file
+
 DEMO_BAG_SEED = 7
 CACHE = Path(".cache") / "demo"
 
@@ -32,14 +34,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--frames", type=int, default=12, help="frames of the synthetic recording (default 12)")
     parser.add_argument("--rate", type=float, default=3.0, help="replay rate in Hz (default 3: no drops on a 2-core CPU)")
     parser.add_argument("--backend", default=None, help="override the node's backend (auto|tensorrt|onnxruntime|torch)")
-    parser.add_argument("--model", default=None, help="override the node's model_path (default: the demo model)")
+    add_model_file(parser, f"{MODEL_FILE_HELP}: overrides the node's model_path (default: the demo model)",
+                   required=False)
     parser.add_argument("--out", default=None,
                         help="folder for the strip, video and log (default out/demo, out/demo_<node> for the others)")
 
 
 def _demo_bag(frames: int) -> Path:
     from emotion_perception.bench.bag_io import write_image_bag
-    from emotion_perception.bench.scenes import synthetic_frames
+    from emotion_perception.bench.replay_frames import synthetic_frames
 
     bag = CACHE / f"synthetic_{frames}f_seed{DEMO_BAG_SEED}"
     if not (bag / "metadata.yaml").is_file():

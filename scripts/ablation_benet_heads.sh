@@ -17,25 +17,25 @@ SEEDS=${2:-"0 1"}
 JOBS=${3:-2}
 HEAD_SETS=${4:-"bu bu_det_pc_bg bu_det bu_det_pc"}
 DATA=data_gen/emotic_synth
+CONFIG=config/train_benet_lite_256_adam_lr1e-3_light.yaml   # every head set: this recipe with --heads
 OUT=runs/ablation_benet
 CLI=${EMOTION_PERCEPTION_CLI:-.venv/bin/emotion-perception}
 [ -d "$DATA" ] || { echo "missing $DATA: run 'emotion-perception synth emotic --out $DATA --images 2000 --seed 0'" >&2; exit 2; }
 mkdir -p "$OUT"
 
-one_run() {  # heads seed
-    local heads=$1 seed=$2 config=config/train_benet_lite_256_adam_lr1e-3_light
-    [ "$heads" = bu_det_pc_bg ] && config=$config.yaml || config=${config}_$heads.yaml
+one_run() {  # heads seed: one recipe, the head set as an override
+    local heads=$1 seed=$2
     local run=$OUT/${heads}_s$seed
     if [ ! -f "$run/eval_test/metrics.json" ]; then
-        OMP_NUM_THREADS=1 "$CLI" train benet --config "$config" --data "$DATA" --seed "$seed" \
+        OMP_NUM_THREADS=1 "$CLI" train benet --config "$CONFIG" --heads "$heads" --data "$DATA" --seed "$seed" \
             --max-steps "$STEPS" --workers 1 --out "$run" > "$run.train.log" 2>&1
-        OMP_NUM_THREADS=1 "$CLI" eval benet --checkpoint "$run/final.pt" --data "$DATA" --split test \
+        OMP_NUM_THREADS=1 "$CLI" eval benet --model "$run/final.pt" --data "$DATA" --split test \
             --workers 1 --out "$run/eval_test" > "$run.eval.log" 2>&1
     fi
     echo "done $heads seed $seed"
 }
 export -f one_run
-export OUT DATA STEPS CLI
+export OUT DATA STEPS CLI CONFIG
 
 # Every head set's first seed before any second seed: a cut-short session still has one full row.
 for seed in $SEEDS; do for heads in $HEAD_SETS; do echo "$heads $seed"; done; done \

@@ -13,25 +13,25 @@ EPOCHS=${1:-15}
 SEEDS=${2:-"0 1"}
 JOBS=${3:-2}
 DATA=data_gen/caer_synth
+CONFIG=config/train_cahfw_small_112_sgd_lr1e-2_cos_flood0.05_hog.yaml   # every variant: this recipe with --variant
 OUT=runs/ablation_cahfw
 CLI=${EMOTION_PERCEPTION_CLI:-.venv/bin/emotion-perception}
 [ -d "$DATA" ] || { echo "missing $DATA: run 'emotion-perception synth caer --out $DATA --images 2000 --seed 0'" >&2; exit 2; }
 mkdir -p "$OUT"
 
-one_run() {  # variant seed
-    local variant=$1 seed=$2 config=config/train_cahfw_small_cpu
-    [ "$variant" = full ] && config=$config.yaml || config=${config}_$variant.yaml
+one_run() {  # variant seed: one recipe, the variant as an override (full = SE+CA+ER+AA)
+    local variant=$1 seed=$2
     local run=$OUT/${variant}_s$seed
     if [ ! -f "$run/eval_test/metrics.json" ]; then
-        OMP_NUM_THREADS=1 "$CLI" train cahfw --config "$config" --data "$DATA" --seed "$seed" \
-            --epochs "$EPOCHS" --workers 1 --out "$run" > "$run.train.log" 2>&1
-        OMP_NUM_THREADS=1 "$CLI" eval cahfw --checkpoint "$run/best.pt" --data "$DATA" --split test \
+        OMP_NUM_THREADS=1 "$CLI" train cahfw --config "$CONFIG" --variant "${variant/full/se_ca_er_aa}" \
+            --data "$DATA" --seed "$seed" --epochs "$EPOCHS" --workers 1 --out "$run" > "$run.train.log" 2>&1
+        OMP_NUM_THREADS=1 "$CLI" eval cahfw --model "$run/best.pt" --data "$DATA" --split test \
             --workers 1 --out "$run/eval_test" > "$run.eval.log" 2>&1
     fi
     echo "done $variant seed $seed"
 }
 export -f one_run
-export OUT DATA EPOCHS CLI
+export OUT DATA EPOCHS CLI CONFIG
 
 # Every variant's first seed before any second seed: a cut-short session still has one full row.
 for seed in $SEEDS; do for variant in full se_af se_ca_aa; do echo "$variant $seed"; done; done \

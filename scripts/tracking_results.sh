@@ -17,7 +17,7 @@ run() {  # name kind people model [track options...]
   local name=$1 kind=$2 people=$3 model=$4; shift 4
   local seq="$OUT/seq_$kind"
   [[ -f "$seq/seqinfo.ini" ]] || "$EP" synth sequence --out "$seq" --frames 200 --people "$people" --seed 0 --kind "$kind"
-  "$EP" track --model "$model" --frames "$seq" --out "$OUT/$name/pred.txt" --backend torch --device cpu "$@" 2>/dev/null
+  "$EP" track --model "$model" --sequence "$seq" --out "$OUT/$name/pred.txt" --backend torch --device cpu "$@" 2>/dev/null
   echo "== $name"
   "$EP" eval tracking --gt "$seq" --pred "$OUT/$name/pred.txt" --json "$OUT/$name/metrics.json"
 }

@@ -86,19 +86,29 @@ def test_incomplete_outputs_give_one_clear_error(tmp_path: Path, capsys: pytest.
         A.parse_heads("det_pc", tmp_path)
 
 
-def test_ablation_recipes_differ_only_in_heads() -> None:
+def test_ablation_head_sets_are_overrides_of_one_recipe() -> None:
+    # scripts/ablation_benet_heads.sh trains one recipe with --heads <set>: each run gets exactly
+    # its heads, every other field of the recipe, and a run folder of its own.
+    from emotion_perception.train import cli
     from emotion_perception.train.benet import parse_recipe
     from emotion_perception.train.recipes import load_recipe
 
-    stem = "train_benet_lite_256_adam_lr1e-3_light"
-    recipes = {heads: parse_recipe(load_recipe(REPO / "config" / f"{stem}{suffix}.yaml"))
-               for heads, suffix in (("bu", "_bu"), ("bu_det", "_bu_det"), ("bu_det_pc", "_bu_det_pc"),
-                                     ("bu_det_pc_bg", ""))}
-    for heads, recipe in recipes.items():
+    config = REPO / "config" / "train_benet_lite_256_adam_lr1e-3_light.yaml"
+    parser = argparse.ArgumentParser()
+    cli.add_arguments(parser)
+    base = parse_recipe(load_recipe(config))
+    assert base.heads == ("bu", "det", "pc", "bg")
+    folders = set()
+    for heads in ("bu", "bu_det", "bu_det_pc", "bu_det_pc_bg"):
+        values = cli.recipe_with_overrides(parser.parse_args(["benet", "--config", str(config), "--heads", heads]))
+        recipe = parse_recipe(values)
         assert recipe.heads == tuple(heads.split("_"))
         assert recipe.preset == "lite" and recipe.augmentation == "benet_light" and recipe.batch_size == 16
-    fields = [{k: v for k, v in vars(r).items() if k not in ("heads", "output_dir")} for r in recipes.values()]
-    assert all(f == fields[0] for f in fields)
+        assert {k: v for k, v in vars(recipe).items() if k not in ("heads", "output_dir")} == \
+            {k: v for k, v in vars(base).items() if k not in ("heads", "output_dir")}
+        folders.add(values["output_dir"])
+    assert folders == {f"runs/benet_lite_256_adam_lr1e-3_light+heads_{heads}"
+                       for heads in ("bu", "bu_det", "bu_det_pc", "bu_det_pc_bg")}
 
 
 def test_seed_override_reaches_the_recipe() -> None:
@@ -111,3 +121,13 @@ def test_seed_override_reaches_the_recipe() -> None:
     assert cli.recipe_with_overrides(args)["seed"] == 7
     args = parser.parse_args(["benet", "--config", str(REPO / "config" / "train_benet_lite_256_adam_lr1e-3_light.yaml")])
     assert cli.recipe_with_overrides(args)["seed"] == 0
+
+
+@pytest.mark.parametrize("script, override", [("ablation_benet_heads.sh", "--heads"), ("ablation_cahfw.sh", "--variant")])
+def test_ablation_scripts_train_one_existing_recipe_with_an_override(script: str, override: str) -> None:
+    import re
+
+    text = (REPO / "scripts" / script).read_text(encoding="utf-8")
+    recipes = set(re.findall(r"config/[\w.+-]+\.yaml", text))
+    assert len(recipes) == 1 and (REPO / next(iter(recipes))).is_file(), recipes
+    assert f'--config "$CONFIG" {override} ' in text

@@ -18,7 +18,7 @@ from emotion_perception.bench.bag_io import (
     read_image_bag,
     write_image_bag,
 )
-from emotion_perception.bench.scenes import photo_collage_frames, synthetic_frames
+from emotion_perception.bench.replay_frames import photo_collage_frames, synthetic_frames
 from emotion_perception.cli import main as cli_main
 from emotion_perception.data.imageio import write_rgb
 from emotion_perception.eval.metrics import box_iou
@@ -75,7 +75,7 @@ def test_bag_errors_are_clear(tmp_path):
 
 
 def test_bag_make_synthetic_with_a_fixed_number_of_people(tmp_path):
-    assert cli_main(["bag", "make", "--synthetic", "3", "--people", "5", "--size", "320", "240",
+    assert cli_main(["bench", "make-bag", "--synthetic", "3", "--people", "5", "--size", "320", "240",
                      "--out", str(tmp_path / "bag"), "--rate", "15"]) == 0
     frames = list(read_image_bag(tmp_path / "bag"))
     truth = read_annotations(tmp_path / "bag")
@@ -179,6 +179,6 @@ def test_bag_make_from_images_names_an_unusable_image_in_one_line(tmp_path):
     write_rgb(images / "a.png", _frames(1)[0])
     (images / "b.png").write_bytes(b"not a png")
     with pytest.raises(SystemExit) as stop:
-        cli_main(["bag", "make", "--images", str(images), "--out", str(tmp_path / "bag")])
+        cli_main(["bench", "make-bag", "--images", str(images), "--out", str(tmp_path / "bag")])
     message = str(stop.value.code)
-    assert message.startswith("bag make: ") and "b.png" in message and "\n" not in message
+    assert message.startswith("bench make-bag: ") and "b.png" in message and "\n" not in message

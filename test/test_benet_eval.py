@@ -37,17 +37,17 @@ def evaluated(synth_root: Path, tmp_path_factory) -> tuple[Path, Path]:
     from emotion_perception.cli import main
 
     run_dir = tmp_path_factory.mktemp("run")
-    values = {**load_recipe(REPO / "config" / "train_benet.yaml"), "preset": "tiny", "data_root": str(synth_root),
+    values = {**load_recipe(REPO / "config" / "train_benet_paper_512_adam_lr1e-3.yaml"), "preset": "tiny", "data_root": str(synth_root),
               "batch_size": 4, "workers": 0, "epochs": 2, "max_train_images": 8, "max_val_images": 2,
               "augmentation": "modes_only"}
     TB.train_benet(values, argparse.Namespace(out=run_dir, device="cpu", config="test"))
     out = tmp_path_factory.mktemp("eval")
-    code = main(["eval", "benet", "--checkpoint", str(run_dir / "best.pt"), "--data", str(synth_root),
+    code = main(["eval", "benet", "--model", str(run_dir / "best.pt"), "--data", str(synth_root),
                  "--split", "test", "--out", str(out), "--device", "cpu", "--examples", "2",
                  # COCO's wide view (the defaults are the public test's: 15 peaks over 0.1, flip):
                  # a barely trained tiny model has few peaks over 0.1, and the hand recomputation
                  # below reads one forward pass.
-                 "--top-k", "100", "--threshold", "0.01", "--no-flip-test"])
+                 "--max-people", "100", "--detection-threshold", "0.01", "--no-flip-test"])
     assert code == 0
     return run_dir, out
 
@@ -55,8 +55,8 @@ def evaluated(synth_root: Path, tmp_path_factory) -> tuple[Path, Path]:
 def test_eval_defaults_are_the_public_test_settings() -> None:
     from emotion_perception.cli import build_parser
 
-    args = build_parser().parse_args(["eval", "benet", "--checkpoint", "x.pt", "--data", "d"])
-    assert (args.top_k, args.threshold, args.flip_test) == (15, 0.1, True)
+    args = build_parser().parse_args(["eval", "benet", "--model", "x.pt", "--data", "d"])
+    assert (args.max_people, args.detection_threshold, args.flip_test) == (15, 0.1, True)
 
 
 def test_eval_writes_every_file(evaluated: tuple[Path, Path]) -> None:
@@ -203,10 +203,10 @@ def test_scores_are_read_where_the_protocols_say(evaluated: tuple[Path, Path], s
 def test_eval_errors_are_one_line(tmp_path: Path, synth_root: Path) -> None:
     from emotion_perception.cli import main
 
-    assert main(["eval", "benet", "--checkpoint", str(tmp_path / "none.pt"), "--data", str(synth_root),
+    assert main(["eval", "benet", "--model", str(tmp_path / "none.pt"), "--data", str(synth_root),
                  "--out", str(tmp_path / "e")]) == 2
     (tmp_path / "junk.pt").write_bytes(b"junk")
-    assert main(["eval", "benet", "--checkpoint", str(tmp_path / "junk.pt"), "--data", str(synth_root),
+    assert main(["eval", "benet", "--model", str(tmp_path / "junk.pt"), "--data", str(synth_root),
                  "--out", str(tmp_path / "e")]) == 2
 
 
@@ -223,7 +223,7 @@ def test_eval_cahfw_dispatches(tmp_path: Path) -> None:
     torch.manual_seed(0)
     model = create_model("cahfw", "tiny")
     save_checkpoint(tmp_path / "cahfw.pt", model=model, model_name="cahfw", model_config=model.config)
-    assert main(["eval", "cahfw", "--checkpoint", str(tmp_path / "cahfw.pt"), "--data", str(tmp_path / "caer"),
+    assert main(["eval", "cahfw", "--model", str(tmp_path / "cahfw.pt"), "--data", str(tmp_path / "caer"),
                  "--split", "test", "--out", str(tmp_path / "out"), "--device", "cpu"]) == 0
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
     saved = np.load(tmp_path / "out" / "predictions.npz")
@@ -249,7 +249,7 @@ def test_eval_skips_and_reports_unusable_images(tmp_path: Path, synth_root: Path
     model = create_model("benet", "tiny")
     save_checkpoint(tmp_path / "benet.pt", model=model, model_name="benet", model_config=model.config)
     with caplog.at_level(logging.WARNING):
-        code = main(["eval", "benet", "--checkpoint", str(tmp_path / "benet.pt"), "--data", str(root),
+        code = main(["eval", "benet", "--model", str(tmp_path / "benet.pt"), "--data", str(root),
                      "--split", "test", "--out", str(tmp_path / "out"), "--device", "cpu", "--examples", "0"])
     assert code == 0
     saved = np.load(tmp_path / "out" / "predictions.npz")
@@ -275,7 +275,7 @@ def test_eval_cahfw_skips_and_reports_unusable_images(tmp_path: Path, caplog) ->
     model = create_model("cahfw", "tiny")
     save_checkpoint(tmp_path / "cahfw.pt", model=model, model_name="cahfw", model_config=model.config)
     with caplog.at_level(logging.WARNING):
-        assert main(["eval", "cahfw", "--checkpoint", str(tmp_path / "cahfw.pt"), "--data", str(tmp_path / "caer"),
+        assert main(["eval", "cahfw", "--model", str(tmp_path / "cahfw.pt"), "--data", str(tmp_path / "caer"),
                      "--split", "test", "--out", str(tmp_path / "out"), "--device", "cpu"]) == 0
     tested = len(list((tmp_path / "caer" / "CAER-S" / "test").rglob("*.png")))
     assert len(np.load(tmp_path / "out" / "predictions.npz")["y_true"]) == tested - 1

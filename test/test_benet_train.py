@@ -35,7 +35,7 @@ def synth_root(tmp_path_factory) -> Path:
 
 def _recipe(synth_root: Path, **overrides) -> TB.BENetTrainConfig:
     values = {
-        **load_recipe(CONFIG / "train_benet.yaml"),
+        **load_recipe(CONFIG / "train_benet_paper_512_adam_lr1e-3.yaml"),
         "preset": "tiny", "data_root": str(synth_root), "batch_size": 2, "workers": 0,
         "max_train_images": 4, "max_val_images": 2, "augmentation": "modes_only", "seed": 0,
     }
@@ -48,16 +48,24 @@ def _history(run_dir: Path) -> list[dict]:
 
 
 def test_shipped_recipes_parse_and_select_heads(synth_root: Path) -> None:
+    import argparse
+
+    from emotion_perception.train import cli
+
+    parser = argparse.ArgumentParser()
+    cli.add_arguments(parser)
+    # (recipe, --heads override): the paper's head ablation is the main recipe with --heads.
     expected = {
-        "train_benet.yaml": ("bu", "det", "pc", "bg"),
-        "train_benet_heads_bu.yaml": ("bu",),
-        "train_benet_heads_bu_det.yaml": ("bu", "det"),
-        "train_benet_heads_bu_det_pc.yaml": ("bu", "det", "pc"),
-        "train_benet_emotic_heco.yaml": ("bu", "det", "pc", "bg"),
-        "train_benet_lite_256_adam_lr1e-3.yaml": ("bu", "det", "pc", "bg"),
+        ("train_benet_paper_512_adam_lr1e-3.yaml", None): ("bu", "det", "pc", "bg"),
+        ("train_benet_paper_512_adam_lr1e-3.yaml", "bu"): ("bu",),
+        ("train_benet_paper_512_adam_lr1e-3.yaml", "bu,det"): ("bu", "det"),
+        ("train_benet_paper_512_adam_lr1e-3.yaml", "bu_det_pc"): ("bu", "det", "pc"),
+        ("train_benet_paper_512_adam_lr1e-3_heco.yaml", None): ("bu", "det", "pc", "bg"),
+        ("train_benet_lite_256_adam_lr1e-3.yaml", None): ("bu", "det", "pc", "bg"),
     }
-    for name, heads in expected.items():
-        recipe = TB.parse_recipe(load_recipe(CONFIG / name), CONFIG / name)
+    for (name, heads_override), heads in expected.items():
+        argv = ["benet", "--config", str(CONFIG / name)] + (["--heads", heads_override] if heads_override else [])
+        recipe = TB.parse_recipe(cli.recipe_with_overrides(parser.parse_args(argv)), CONFIG / name)
         assert recipe.heads == heads, name
         assert (recipe.lr, recipe.epochs) == (1e-3, 250), name  # the paper's optimiser budget
         config = TB.model_config(recipe)
@@ -65,7 +73,7 @@ def test_shipped_recipes_parse_and_select_heads(synth_root: Path) -> None:
         assert config.background_head == ("bg" in heads)
         assert not config.vad_head
         assert TB.loss_config(recipe).heads == frozenset(heads)
-    assert TB.parse_recipe(load_recipe(CONFIG / "train_benet_emotic_heco.yaml")).heco_root == "data/HECO"
+    assert TB.parse_recipe(load_recipe(CONFIG / "train_benet_paper_512_adam_lr1e-3_heco.yaml")).heco_root == "data/HECO"
 
     # Heads without a trainable image get no pre-transformation: no crops without PC, no masks without BG.
     bu_det = _recipe(synth_root, heads="bu,det")
@@ -86,7 +94,7 @@ def test_bad_recipes_name_the_field(synth_root: Path, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"\(loss\): field 'size_wieght'"):
         _recipe(synth_root, loss={"size_wieght": 1.0})
     bad = tmp_path / "bad.yaml"
-    bad.write_text(f"base: {CONFIG / 'train_benet.yaml'}\nepochs: many\n")
+    bad.write_text(f"base: {CONFIG / 'train_benet_paper_512_adam_lr1e-3.yaml'}\nepochs: many\n")
     from emotion_perception.cli import main
 
     assert main(["train", "benet", "--config", str(bad)]) == 2
@@ -192,14 +200,14 @@ def test_two_process_ddp_run_through_torchrun(synth_root: Path, tmp_path: Path) 
     command = [
         sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
         f"--master_port={_free_port()}", "-m", "emotion_perception.cli", "train", "benet",
-        "--config", str(CONFIG / "train_benet.yaml"), "--data", str(synth_root), "--preset", "tiny",
+        "--config", str(CONFIG / "train_benet_paper_512_adam_lr1e-3.yaml"), "--data", str(synth_root), "--preset", "tiny",
         "--epochs", "1", "--batch-size", "2", "--max-steps", "2", "--workers", "0", "--device", "cpu",
         "--out", str(out),
     ]
     recipe = tmp_path / "ddp.yaml"
-    recipe.write_text(f"base: {CONFIG / 'train_benet.yaml'}\nmax_train_images: 8\nmax_val_images: 2\n"
+    recipe.write_text(f"base: {CONFIG / 'train_benet_paper_512_adam_lr1e-3.yaml'}\nmax_train_images: 8\nmax_val_images: 2\n"
                       "augmentation: modes_only\n")
-    command[command.index(str(CONFIG / "train_benet.yaml"))] = str(recipe)
+    command[command.index(str(CONFIG / "train_benet_paper_512_adam_lr1e-3.yaml"))] = str(recipe)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=240)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -218,7 +226,7 @@ def test_train_cahfw_dispatches(tmp_path: Path) -> None:
     write_caer_dataset(tmp_path / "caer", 16, seed=2,
                        config=dataclasses.replace(CAER_SYNTH_PRESETS["caer"], width=64, height=64), progress=False)
     recipe = tmp_path / "cahfw.yaml"
-    recipe.write_text(f"base: {CONFIG / 'train_cahfw.yaml'}\npreset: tiny\nbatch_size: 4\nworkers: 0\nmax_steps: 2\n")
+    recipe.write_text(f"base: {CONFIG / 'train_cahfw_paper_224_sgd_lr1e-2_cos_flood0.05.yaml'}\npreset: tiny\nbatch_size: 4\nworkers: 0\nmax_steps: 2\n")
     assert main(["train", "cahfw", "--config", str(recipe), "--data", str(tmp_path / "caer"), "--epochs", "1",
                  "--out", str(tmp_path / "run"), "--device", "cpu"]) == 0
     final = load_checkpoint(tmp_path / "run" / "final.pt")

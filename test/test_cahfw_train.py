@@ -193,18 +193,26 @@ def test_recipe_errors_name_file_and_field():
 
 
 def test_shipped_recipes_parse():
-    from emotion_perception.train.recipes import load_recipe
+    import argparse
+
+    from emotion_perception.train import cli
 
     config_dir = Path(__file__).resolve().parents[1] / "config"
-    variants = {}
-    for name in ("train_cahfw", "train_cahfw_se_af", "train_cahfw_se_ca_aa", "train_cahfw_small_cpu"):
-        path = config_dir / f"{name}.yaml"
-        variants[name] = parse_recipe(load_recipe(path), path)
-    full = variants["train_cahfw"]
+    parser = argparse.ArgumentParser()
+    cli.add_arguments(parser)
+
+    def recipe(name: str, *argv: str):
+        path = config_dir / name
+        return parse_recipe(cli.recipe_with_overrides(parser.parse_args(["cahfw", "--config", str(path), *argv])), path)
+
+    paper = "train_cahfw_paper_224_sgd_lr1e-2_cos_flood0.05.yaml"
+    full = recipe(paper)
     assert (full.lr, full.momentum, full.nesterov, full.flooding) == (0.01, 0.9, True, 0.05)
-    assert variants["train_cahfw_se_af"].variant == "SE+AF"
-    assert variants["train_cahfw_se_ca_aa"].variant == "SE+CA+AA"
-    assert variants["train_cahfw_small_cpu"].preset == "small"
+    assert full.variant == "SE+CA+ER+AA"
+    # The paper's ablation is the same recipe with --variant (either spelling).
+    assert recipe(paper, "--variant", "SE+AF").variant == "SE+AF"
+    assert recipe(paper, "--variant", "se_ca_aa").variant == "SE+CA+AA"
+    assert recipe("train_cahfw_small_112_sgd_lr1e-2_cos_flood0.05_hog.yaml").preset == "small"
 
 
 @pytest.mark.filterwarnings("ignore:y_pred contains classes not in y_true")

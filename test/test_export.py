@@ -212,7 +212,7 @@ def test_export_rejects_bad_options(benet_model, tmp_path):
 
 def test_int8_quantisation_keeps_decoding_float_and_outputs_close(tmp_path):
     from emotion_perception.export.quantize import quantize_int8
-    from emotion_perception.export.scenes import scene_inputs
+    from emotion_perception.export.grid_scenes import scene_inputs
 
     model = peaky_benet()
     fp32 = export_onnx(model, tmp_path / "fp32.onnx", with_decode=True, decode_config=DecodeConfig(top_k=5))
@@ -311,7 +311,7 @@ def test_missing_tensorrt_gives_one_clear_error(tmp_path, capsys):
     with pytest.raises(TensorRTUnavailableError, match="TensorRT is not installed"):
         import_tensorrt()
     checkpoint = save_checkpoint(peaky_benet(), tmp_path / "benet.pt", "benet")
-    code = cli_main(["export", "--checkpoint", str(checkpoint), "--format", "tensorrt", "--out", str(tmp_path / "b.engine")])
+    code = cli_main(["export", "--model", str(checkpoint), "--format", "tensorrt", "--out", str(tmp_path / "b.engine")])
     assert code == 2
     assert "TensorRT is not installed" in capsys.readouterr().err
     assert not list(tmp_path.glob("*.engine"))
@@ -336,7 +336,7 @@ def test_tensorrt_engine_matches_onnxruntime(maps_export, tmp_path):
 def test_export_cli_writes_onnx_and_card_and_passes_parity(tmp_path, capsys):
     checkpoint = save_checkpoint(peaky_benet(), tmp_path / "benet.pt", "benet")
     out = tmp_path / "out" / "benet.onnx"
-    code = cli_main(["export", "--checkpoint", str(checkpoint), "--out", str(out), "--with-decode", "--top-k", "8",
+    code = cli_main(["export", "--model", str(checkpoint), "--out", str(out), "--with-decode", "--max-people", "8",
                      "--input-size", "64", "96"])
     printed = capsys.readouterr().out
     assert code == 0, printed
@@ -347,10 +347,10 @@ def test_export_cli_writes_onnx_and_card_and_passes_parity(tmp_path, capsys):
 
 
 def test_export_cli_errors_are_one_line(tmp_path, capsys):
-    assert cli_main(["export", "--checkpoint", str(tmp_path / "none.pt"), "--out", str(tmp_path / "x.onnx")]) == 2
+    assert cli_main(["export", "--model", str(tmp_path / "none.pt"), "--out", str(tmp_path / "x.onnx")]) == 2
     assert "none.pt: checkpoint file not found" in capsys.readouterr().err
     (tmp_path / "corrupt.pt").write_bytes(b"not a checkpoint")
-    assert cli_main(["export", "--checkpoint", str(tmp_path / "corrupt.pt"), "--out", str(tmp_path / "x.onnx")]) == 2
+    assert cli_main(["export", "--model", str(tmp_path / "corrupt.pt"), "--out", str(tmp_path / "x.onnx")]) == 2
     err = capsys.readouterr().err
     assert "corrupt.pt" in err and "not a readable torch checkpoint" in err and "Traceback" not in err
 
@@ -361,6 +361,6 @@ def test_export_cli_unwritable_outputs_are_one_line(tmp_path, capsys, target, sa
     checkpoint = save_checkpoint(peaky_benet(), tmp_path / "benet.pt", "benet")
     (tmp_path / "file").write_text("x")
     (tmp_path / "folder").mkdir()
-    assert cli_main(["export", "--checkpoint", str(checkpoint), "--out", str(tmp_path / target), "--no-parity"]) == 2
+    assert cli_main(["export", "--model", str(checkpoint), "--out", str(tmp_path / target), "--no-parity"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and says in err and "Traceback" not in err

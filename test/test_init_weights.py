@@ -305,7 +305,7 @@ def test_cli_option_reaches_the_recipe_and_cahfw_refuses(tmp_path: Path, capsys)
     repo = Path(__file__).resolve().parents[1]
     parser = argparse.ArgumentParser()
     cli.add_arguments(parser)
-    config = str(repo / "config" / "train_benet.yaml")
+    config = str(repo / "config" / "train_benet_paper_512_adam_lr1e-3.yaml")
     assert cli.recipe_with_overrides(parser.parse_args(["benet", "--config", config]))["init"] == ""
     values = cli.recipe_with_overrides(parser.parse_args(["benet", "--config", config, "--init", "w.pth"]))
     assert TB.parse_recipe(values, config).init == "w.pth"
@@ -327,7 +327,7 @@ def test_training_starts_from_the_checkpoint(tiny_model, tmp_path: Path) -> None
     write_emotic_dataset(root, 6, seed=3, config=scenes, workers=1, progress=False)
     init = _save(fake_checkpoint(tiny_model, "higherhrnet", seed=8), tmp_path / "pose.pth")
     repo = Path(__file__).resolve().parents[1]
-    values = {**load_recipe(repo / "config" / "train_benet.yaml"), "preset": "tiny", "data_root": str(root),
+    values = {**load_recipe(repo / "config" / "train_benet_paper_512_adam_lr1e-3.yaml"), "preset": "tiny", "data_root": str(root),
               "batch_size": 2, "workers": 0, "max_train_images": 2, "max_val_images": 2, "epochs": 1,
               "augmentation": "modes_only", "max_steps": 1, "init": str(init), "amp": False}
     run_dir = tmp_path / "run"

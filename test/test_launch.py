@@ -56,7 +56,7 @@ class Launched:
 
 
 def _round_trip(peer, launched: Launched, timeout: float = 180.0):
-    from emotion_perception.bench.scenes import synthetic_frames
+    from emotion_perception.bench.replay_frames import synthetic_frames
 
     rgb = synthetic_frames(1, width=320, height=240, seed=21)[0][0]
     deadline = time.monotonic() + timeout

@@ -21,7 +21,7 @@ HERE = Path(__file__).resolve().parent
 
 @pytest.fixture(scope="module")
 def frame():
-    from emotion_perception.bench.scenes import synthetic_frames
+    from emotion_perception.bench.replay_frames import synthetic_frames
 
     return synthetic_frames(1, width=320, height=240, seed=5)[0][0]
 

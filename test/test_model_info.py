@@ -140,7 +140,7 @@ def _run_cli(capsys, *argv: str) -> tuple[int, str, str]:
 
 
 def test_model_info_json_matches_forward(capsys) -> None:
-    code, out, _ = _run_cli(capsys, "--model", "benet", "--preset", "tiny", "--input-size", "96", "64", "--json")
+    code, out, _ = _run_cli(capsys, "--preset", "benet:tiny", "--input-size", "96", "64", "--json")
     assert code == 0
     info = json.loads(out)
     model = create_model("benet", "tiny").eval()
@@ -173,7 +173,7 @@ def test_model_info_table_and_errors(capsys) -> None:
 @pytest.mark.parametrize("name", model_names())
 def test_model_info_works_for_every_registered_model(capsys, name: str) -> None:
     entry = get_entry(name)
-    code, out, _ = _run_cli(capsys, "--model", name, "--json")
+    code, out, _ = _run_cli(capsys, "--preset", name, "--json")
     assert code == 0
     info = json.loads(out)
     assert info["preset"] == entry.default_preset

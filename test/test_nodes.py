@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def scenes():
-    from emotion_perception.bench.scenes import synthetic_frames
+    from emotion_perception.bench.replay_frames import synthetic_frames
 
     return synthetic_frames(6, people=None, width=320, height=240, seed=11)
 
@@ -34,7 +34,7 @@ def benet(ros_env, tmp_path_factory):
                        "/test/image", ros_env, log_path=log)
     peer = Peer("/test/image")
     try:
-        from emotion_perception.bench.scenes import synthetic_frames
+        from emotion_perception.bench.replay_frames import synthetic_frames
 
         peer.wait_for_node(node, synthetic_frames(1, width=320, height=240, seed=99)[0][0])
         yield node, peer, log

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import ast
 import subprocess
 import sys
@@ -145,13 +146,135 @@ def test_ros_free_layers_import_without_rclpy():
     assert int(result.stdout.strip().splitlines()[-1]) == len(modules)
 
 
+def _listed_commands(help_text: str) -> list[str]:
+    """Command names of an argparse help's subcommand list (the indented lines under COMMAND)."""
+    lines = help_text.split("positional arguments:", 1)[1].split("options:", 1)[0].splitlines()
+    return [line.split()[0] for line in lines if line.startswith("    ") and not line.startswith("      ")]
+
+
 def test_cli_help_lists_subcommands_without_ros():
+    from emotion_perception.cli import SUBCOMMANDS
+
     code = (
         "import sys\n"
         "sys.modules['rclpy'] = None\n"
-        "from emotion_perception.cli import build_parser\n"
-        "print(build_parser().format_help())\n"
+        "from emotion_perception.cli import main\n"
+        "main(['--help'])\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "emotion-perception" in result.stdout
+    assert result.stdout.startswith("usage: emotion-perception")
+    # Every command of the table, in its order, and nothing else.
+    assert _listed_commands(result.stdout) == list(SUBCOMMANDS)
+
+
+def _every_command_path() -> list[list[str]]:
+    """Every runnable command as its words (['train', 'benet'], ['bench', 'make-bag'], ...)."""
+    from emotion_perception.cli import build_parser
+
+    def walk(parser: argparse.ArgumentParser, prefix: list[str]) -> list[list[str]]:
+        groups = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        if not groups:
+            return [prefix]
+        return [path for name, sub in groups[0].choices.items() for path in walk(sub, prefix + [name])]
+
+    return walk(build_parser(), [])
+
+
+def test_every_subcommand_has_a_working_help(capsys):
+    from emotion_perception.cli import SUBCOMMANDS, main
+
+    paths = _every_command_path()
+    assert {path[0] for path in paths} == set(SUBCOMMANDS)
+    assert ["bench", "make-bag"] in paths and ["ship"] in paths and ["bag", "make"] not in paths
+    for path in paths:
+        with pytest.raises(SystemExit) as stop:
+            main([*path, "--help"])
+        assert stop.value.code == 0, path
+        assert capsys.readouterr().out.startswith(f"usage: emotion-perception {' '.join(path)}"), path
+
+
+@pytest.mark.parametrize("broken", ["emotion_perception.runtime.clii", "emotion_perception.errors"])
+def test_a_missing_or_broken_subcommand_module_is_an_error_not_a_vanished_command(monkeypatch, broken):
+    # A typo in the table (no such module) or a module without add_arguments/main.
+    from emotion_perception import cli
+
+    monkeypatch.setitem(cli.SUBCOMMANDS, "predict", (broken, "run a model on images"))
+    with pytest.raises(ImportError, match=f"emotion-perception predict: .*{broken}"):
+        cli.build_parser()
+
+
+def test_a_missing_model_module_is_an_error_not_a_vanished_model(monkeypatch):
+    from emotion_perception.nets import factory
+
+    monkeypatch.setitem(factory.MODEL_MODULES, "typo", "emotion_perception.nets.typo")
+    with pytest.raises(ImportError, match="model 'typo': cannot import its module emotion_perception.nets.typo"):
+        factory.model_names()
+    # A module that imports but never registers the name is an error too.
+    monkeypatch.setitem(factory.MODEL_MODULES, "typo", "emotion_perception.nets.blocks")
+    with pytest.raises(ImportError, match="does not register it"):
+        factory.model_names()
+
+
+# --------------------------------------------------------------------------- one vocabulary
+# (README, "Command-line vocabulary"; emotion_perception/cli_options.py)
+
+
+def _parse(*argv: str) -> argparse.Namespace:
+    from emotion_perception.cli import build_parser
+
+    return build_parser().parse_args(list(argv))
+
+
+def _options(path: list[str]) -> dict[str, argparse.Action]:
+    from emotion_perception.cli import build_parser
+
+    parser = build_parser()
+    for word in path:
+        (group,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        parser = group.choices[word]
+    return {name: action for action in parser._actions for name in action.option_strings
+            if action.help is not argparse.SUPPRESS}
+
+
+def test_each_option_name_has_one_meaning_in_every_command():
+    paths = _every_command_path()
+    retired = {"--checkpoint", "--threshold", "--decode-threshold", "--top-k", "--batch", "--data-root", "--frames"}
+    seen_model = []
+    for path in paths:
+        options = _options(path)
+        # Old spellings are hidden aliases only; --frames is a count where it is shown (synth, bench bag, demo).
+        assert not (retired - {"--frames"}) & set(options), (path, retired & set(options))
+        if "--frames" in options:
+            assert options["--frames"].type is int, path
+        if "--device" in options:
+            assert options["--device"].type("cuda:1") == "cuda:1", path
+        if "--model" in options:
+            seen_model.append(path)
+            assert options["--model"].metavar == "FILE", path
+        if "--preset" in options and path[0] != "train":
+            assert options["--preset"].metavar == "ARCH[:PRESET]", path  # an architecture, never a file
+    assert len(seen_model) >= 8  # eval benet/cahfw, ship, export, predict, track, bench model, demo
+
+
+def test_device_accepts_cuda_n_everywhere_and_refuses_other_spellings():
+    for argv in (["train", "benet"], ["train", "cahfw"], ["eval", "benet", "--model", "m.pt", "--data", "d"],
+                 ["predict", "--model", "m.pt", "x.png"], ["bench", "model", "--model", "m.pt"]):
+        assert _parse(*argv, "--device", "cuda:1").device == "cuda:1"
+        with pytest.raises(SystemExit):
+            _parse(*argv, "--device", "gpu0")
+
+
+def test_old_option_spellings_still_work_and_say_they_are_deprecated(capsys):
+    args = _parse("eval", "benet", "--checkpoint", "m.pt", "--data", "d", "--top-k", "100", "--threshold", "0.01")
+    assert (args.model, args.max_people, args.detection_threshold) == ("m.pt", 100, 0.01)
+    err = capsys.readouterr().err
+    assert "--checkpoint is deprecated, use --model" in err and "--threshold is deprecated" in err
+    args = _parse("export", "--checkpoint", "m.pt", "--out", "m.onnx", "--decode-threshold", "0.2")
+    assert (args.model, args.detection_threshold) == ("m.pt", 0.2)
+    assert _parse("predict", "--model", "m.pt", "--threshold", "0.5", "x.png").detection_threshold == 0.5
+    assert _parse("model-info", "--batch", "3").batch_size == 3
+    assert str(_parse("track", "--model", "m.pt", "--frames", "seq", "--out", "p.txt").sequence) == "seq"
+    # Without the old spelling the new option's default stands.
+    assert _parse("predict", "--model", "m.pt", "x.png").detection_threshold == 0.3
+    assert "deprecated" in capsys.readouterr().err

@@ -12,7 +12,7 @@ from emotion_perception.cli import build_parser
 from emotion_perception.cli import main as cli_main
 from emotion_perception.data.categories import EMOTIC_CATEGORIES, VAD_NAMES
 from emotion_perception.data.imageio import read_rgb, write_rgb
-from emotion_perception.export.scenes import draw_scene
+from emotion_perception.export.grid_scenes import draw_scene
 from emotion_perception.runtime import load_predictor
 
 
@@ -32,7 +32,7 @@ def test_predict_writes_the_documented_json_and_drawings(workspace, capsys):
     out = workspace["root"] / "out.json"
     draw = workspace["root"] / "drawn"
     code = cli_main(["predict", "--model", str(workspace["benet"]), "--backend", "torch", "--device", "cpu",
-                     "--threshold", "0", "--max-people", "4", "--json", str(out), "--draw", str(draw),
+                     "--detection-threshold", "0", "--max-people", "4", "--json", str(out), "--draw", str(draw),
                      *map(str, workspace["images"])])
     assert code == 0
     printed = capsys.readouterr().out
@@ -41,7 +41,7 @@ def test_predict_writes_the_documented_json_and_drawings(workspace, capsys):
     model = document["model"]
     assert (model["model_name"], model["backend"], model["device"], model["preset"]) == ("benet", "torch", "cpu", "tiny")
     assert model["categories"] == list(EMOTIC_CATEGORIES) and model["has_vad"] is True
-    assert document["settings"] == {"threshold": 0.0, "max_people": 4, "flip_test": False}
+    assert document["settings"] == {"detection_threshold": 0.0, "max_people": 4, "flip_test": False}
     assert [image["path"] for image in document["images"]] == [str(p) for p in workspace["images"]]
     first = document["images"][0]
     assert (first["width"], first["height"]) == (128, 96) and len(first["people"]) == 4
@@ -76,7 +76,7 @@ def test_predict_errors_are_one_clear_line(workspace, capsys):
     assert "none.pt: model file not found" in capsys.readouterr().err
     assert cli_main(["predict", "--model", str(workspace["benet"]), str(workspace["root"] / "none.png")]) == 2
     assert "none.png" in capsys.readouterr().err
-    assert cli_main(["predict", "--model", str(workspace["benet"]), "--backend", "torch", "--threshold", "2",
+    assert cli_main(["predict", "--model", str(workspace["benet"]), "--backend", "torch", "--detection-threshold", "2",
                      str(workspace["images"][0])]) == 2
     assert "detection_threshold must be in [0, 1]" in capsys.readouterr().err
 
@@ -168,7 +168,7 @@ def test_predict_output_targets_of_the_wrong_kind_are_one_line(workspace, tmp_pa
 
 def test_bench_model_reports_latency_and_people_scaling(workspace, capsys):
     out = workspace["root"] / "bench.json"
-    code = cli_main(["bench", "model", "--model", "benet:tiny", "--backends", "onnxruntime", "--device", "cpu",
+    code = cli_main(["bench", "model", "--preset", "benet:tiny", "--backends", "onnxruntime", "--device", "cpu",
                      "--people", "1,3", "--iterations", "2", "--warmup", "0", "--cache-dir",
                      str(workspace["root"] / "cache"), "--json", str(out)])
     assert code == 0
@@ -197,7 +197,7 @@ def test_bench_cahfw_measures_classification_per_face_count(workspace):
 
 def test_bench_is_a_group_of_subcommands():
     parser = build_parser()
-    args = parser.parse_args(["bench", "model", "--model", "benet:tiny"])
+    args = parser.parse_args(["bench", "model", "--preset", "benet:tiny"])
     assert args.bench_command == "model"
     with pytest.raises(SystemExit):
         parser.parse_args(["bench"])

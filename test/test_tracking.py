@@ -200,7 +200,7 @@ def test_track_and_eval_commands_on_a_short_sequence(tmp_path, capsys):
     seq, pred = tmp_path / "seq", tmp_path / "pred.txt"
     assert main(["synth", "sequence", "--out", str(seq), "--frames", "12", "--people", "2", "--seed", "1",
                  "--size", "320", "240"]) == 0
-    assert main(["track", "--model", "models/benet_lite_demo.pt", "--frames", str(seq), "--out", str(pred),
+    assert main(["track", "--model", "models/benet_lite_demo.pt", "--sequence", str(seq), "--out", str(pred),
                  "--backend", "torch", "--device", "cpu"]) == 0
     assert (tmp_path / "pred.emotions.csv").read_text().startswith("frame,id,raw_labels,labels")
     capsys.readouterr()
@@ -218,7 +218,7 @@ def test_bag_make_writes_a_sequence_at_its_frame_rate(tmp_path):
     seq = tmp_path / "seq"
     assert main(["synth", "sequence", "--out", str(seq), "--frames", "5", "--people", "2", "--size", "160", "120",
                  "--rate", "5"]) == 0
-    assert main(["bag", "make", "--sequence", str(seq), "--out", str(tmp_path / "bag")]) == 0
+    assert main(["bench", "make-bag", "--sequence", str(seq), "--out", str(tmp_path / "bag")]) == 0
     info = yaml.safe_load((tmp_path / "bag" / "metadata.yaml").read_text())["rosbag2_bagfile_information"]
     assert info["message_count"] == 5
     assert info["duration"]["nanoseconds"] == pytest.approx(4 * 0.2e9, rel=1e-6)  # 5 Hz: 4 gaps of 0.2 s

@@ -55,7 +55,8 @@ def _cahfw(data: Path) -> tuple[dict[str, Any], Callable[..., Path]]:
     return recipe, train_cahfw
 
 
-MODELS = {"benet": (_emotic, _benet, "train_benet.yaml"), "cahfw": (_caer, _cahfw, "train_cahfw.yaml")}
+MODELS = {"benet": (_emotic, _benet, "train_benet_paper_512_adam_lr1e-3.yaml"),
+          "cahfw": (_caer, _cahfw, "train_cahfw_paper_224_sgd_lr1e-2_cos_flood0.05.yaml")}
 
 
 def _checkpoint(path: Path) -> dict[str, Any]:

@@ -33,6 +33,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from emotion_perception.cli_options import add_device
+
 LOGGER = logging.getLogger(__name__)
 DETECTORS: tuple[str, ...] = ("mtcnn", "hog", "cnn")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
@@ -53,7 +55,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mtcnn-min-score", type=float, default=0.0,
                         help="drop MTCNN faces below this probability (the nodes' detection_threshold: 0.9)")
     parser.add_argument("--upsample", type=int, default=1, help="dlib detectors' upsampling count")
-    parser.add_argument("--device", default="cpu", help="torch device of MTCNN")
+    add_device(parser, "cpu", "torch device of MTCNN")
     parser.add_argument("--warmup", type=int, default=1, help="untimed detections on the first image per detector")
     parser.add_argument("--json", type=Path, help="write the results to this JSON file")
 

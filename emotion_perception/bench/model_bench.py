@@ -31,6 +31,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from emotion_perception.cli_options import MODEL_FILE_HELP, PRESET_HELP, add_batch_size, add_device, parse_preset
+
 LOGGER = logging.getLogger(__name__)
 CAMERA_SIZE = (480, 640)  # (H, W) of the synthetic camera frames of the pipeline measurements
 # Peak fp32 multiply-accumulates per second of the reference CPU (2 cores of this project's
@@ -39,16 +41,17 @@ DEFAULT_PEAK_GMACS = 222.0
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True,
-                        help="checkpoint/ONNX/engine path, or a preset NAME[:PRESET] (e.g. benet:paper, cahfw:small) "
-                             "benchmarked with seeded random weights")
+    what = parser.add_mutually_exclusive_group(required=True)
+    what.add_argument("--model", metavar="FILE", help=MODEL_FILE_HELP)
+    what.add_argument("--preset", metavar="ARCH[:PRESET]",
+                      help=f"{PRESET_HELP}; benchmarked with seeded random weights")
     parser.add_argument("--backends", default="torch,onnxruntime", help="comma-separated: torch,onnxruntime,tensorrt")
     parser.add_argument("--precisions", default="fp32",
                         help="comma-separated: fp32, fp16 (GPU), int8 (onnxruntime, quantised on synthetic scenes)")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    add_device(parser)
     parser.add_argument("--input-size", nargs=2, type=int, metavar=("H", "W"),
                         help="BENet input (multiples of 32; default: the model's training size)")
-    parser.add_argument("--batch", type=int, default=1, help="batch of the model-only measurement")
+    add_batch_size(parser, 1, "batch of the model-only measurement")
     parser.add_argument("--people", default="1,20", help="people per synthetic scene for the pipeline measurement "
                                                          "(empty: skip)")
     parser.add_argument("--iterations", type=int, default=20, help="timed runs per measurement")
@@ -179,23 +182,34 @@ def environment_info() -> dict[str, Any]:
 # --------------------------------------------------------------------------- models
 
 
-def resolve_model(spec: str, cache_dir: Path, seed: int) -> tuple[Path, str]:
-    """(model file, label). A path is used as is; ``NAME[:PRESET]`` becomes a seeded checkpoint
-    (saved once in the cache, so exports and engines of it are cached too)."""
+def resolve_model(model_file: str | None, preset_spec: str | None, cache_dir: Path, seed: int) -> tuple[Path, str]:
+    """(model file, label) of ``--model FILE`` (used as is) or ``--preset ARCH[:PRESET]`` (a seeded
+    checkpoint, saved once in the cache, so exports and engines of it are cached too)."""
     import dataclasses
+    import sys
 
     import torch
 
-    from emotion_perception.nets.factory import build_config, create_model, get_entry, write_checkpoint
+    from emotion_perception.nets.factory import build_config, create_model, get_entry, model_names, write_checkpoint
 
-    path = Path(spec)
-    if path.exists():
-        return path, path.name
-    name, _, preset = spec.partition(":")
+    if model_file is not None:
+        path = Path(model_file)
+        if path.exists():
+            return path, path.name
+        try:  # the old "--model benet:lite" spelling of a preset
+            parse_preset(model_file, model_names())
+        except ValueError:
+            raise ValueError(f"--model {model_file}: no such file") from None
+        print(f"bench model: warning: --model {model_file} naming a preset is deprecated, use --preset {model_file}",
+              file=sys.stderr)
+        preset_spec = model_file
+    if preset_spec is None:
+        raise ValueError("give --model FILE or --preset ARCH[:PRESET]")
+    name, preset = parse_preset(preset_spec, model_names())
     try:
         entry = get_entry(name)
     except ValueError as err:
-        raise ValueError(f"--model {spec!r}: neither an existing file nor a model preset ({err})") from None
+        raise ValueError(f"--preset {preset_spec!r}: {err}") from None
     preset = preset or entry.default_preset
     config = build_config(name, preset)  # validates the preset name
     target = cache_dir / "bench" / f"{name}-{preset}-seed{seed}.pt"
@@ -227,7 +241,7 @@ def _model_inputs(predictor: Any, batch: int, seed: int) -> dict[str, Any]:
     """A preprocessed batch as the backend takes it (scene with one person, repeated)."""
     import numpy as np
 
-    from emotion_perception.export.scenes import draw_scene
+    from emotion_perception.export.grid_scenes import draw_scene
     from emotion_perception.runtime.preprocess import letterbox_row
 
     card = predictor.card
@@ -290,7 +304,7 @@ def measure_people(predictor: Any, label: str, people: Sequence[int], iterations
     """Per-frame cost against the number of people (see module docstring), counts measured in turns."""
     import numpy as np
 
-    from emotion_perception.export.scenes import draw_scene
+    from emotion_perception.export.grid_scenes import draw_scene
 
     if not people:
         return []
@@ -407,9 +421,9 @@ def main(args: argparse.Namespace) -> int:
     cache_dir = args.cache_dir or default_cache_dir()
     try:
         people = [int(p) for p in _split(args.people)]
-        if any(p < 1 for p in people) or args.batch < 1 or args.iterations < 1 or args.warmup < 0:
-            raise ValueError("--people, --batch and --iterations must be positive, --warmup non-negative")
-        model_path, label = resolve_model(args.model, cache_dir, args.seed)
+        if any(p < 1 for p in people) or args.batch_size < 1 or args.iterations < 1 or args.warmup < 0:
+            raise ValueError("--people, --batch-size and --iterations must be positive, --warmup non-negative")
+        model_path, label = resolve_model(args.model, args.preset, cache_dir, args.seed)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -434,7 +448,7 @@ def main(args: argparse.Namespace) -> int:
     results: list[Measurement] = []
     if predictors:
         print(f"measuring: {', '.join(map(str, predictors))}", flush=True)
-        results.extend(measure_models(predictors, label, args.batch, args.iterations, args.warmup, args.seed))
+        results.extend(measure_models(predictors, label, args.batch_size, args.iterations, args.warmup, args.seed))
         print(format_table(results), flush=True)
         for predictor in predictors:
             rows = measure_people(predictor, label, people, args.iterations, args.warmup, args.seed)
@@ -457,7 +471,7 @@ def main(args: argparse.Namespace) -> int:
         print(f"  skipped {note}")
     if args.json is not None:
         document = {"model": label, "model_file": str(model_path), "environment": environment,
-                    "settings": {"iterations": args.iterations, "warmup": args.warmup, "batch": args.batch,
+                    "settings": {"iterations": args.iterations, "warmup": args.warmup, "batch": args.batch_size,
                                  "people": people, "input_size": list(input_size) if input_size else None,
                                  "camera": list(CAMERA_SIZE)},
                     "results": [asdict(r) for r in results], "summary": summary, "skipped": skipped}

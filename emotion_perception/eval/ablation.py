@@ -86,7 +86,7 @@ def read_run(folder: Path, eval_name: str = "eval_test") -> AblationRun:
     metrics_path = folder / eval_name / "metrics.json"
     if not metrics_path.is_file():
         raise ValueError(f"{metrics_path}: missing (evaluate the run: emotion-perception eval benet "
-                         f"--checkpoint {folder / 'final.pt'} --out {folder / eval_name} ...)")
+                         f"--model {folder / 'final.pt'} --out {folder / eval_name} ...)")
     try:
         metrics = json.loads(metrics_path.read_text())
     except json.JSONDecodeError as err:

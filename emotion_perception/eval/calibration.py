@@ -6,7 +6,7 @@ One global threshold flattens a multi-label model: categories differ in base rat
 confident the network is about them. For each category, the threshold that maximises F1 on the
 validation split's ground-truth people (``y_true`` / ``y_score`` of ``eval benet --split val``)
 is kept; a category without a positive there gets none (the node's global threshold applies).
-``python -m emotion_perception.train.ship ... --label-thresholds thresholds.json`` stores them in
+``emotion-perception ship ... --label-thresholds thresholds.json`` stores them in
 the model file; the node uses them for ``labels`` when ``emotion_threshold`` is left at its
 default (docs/DEPLOYMENT.md, model card ``label_thresholds``).
 """

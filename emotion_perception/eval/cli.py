@@ -8,28 +8,38 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from emotion_perception.cli_options import (
+    add_batch_size,
+    add_deprecated_alias,
+    add_detection_threshold,
+    add_device,
+    add_max_people,
+    add_model_file,
+)
+
 
 def _common_options(parser: argparse.ArgumentParser, dataset: str, default_out: str) -> None:
-    parser.add_argument("--checkpoint", type=Path, required=True, help="a training checkpoint (best.pt, final.pt)")
+    add_model_file(parser, "the model file to evaluate: a training checkpoint (best.pt, final.pt) or a shipped .pt",
+                   checkpoint_alias=True)
     parser.add_argument("--data", type=Path, required=True, help=f"{dataset} root folder")
     parser.add_argument("--split", choices=("val", "test"), default="test", help="split to evaluate (default: test)")
     parser.add_argument("--out", type=Path, default=Path(default_out),
                         help=f"folder for metrics.json, predictions.npz and plots (default: {default_out})")
-    parser.add_argument("--batch-size", type=int, default=8, help="images per forward pass")
+    add_batch_size(parser, 8, "images per forward pass")
     parser.add_argument("--workers", type=int, default=0, help="DataLoader workers")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    add_device(parser)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    models = parser.add_subparsers(dest="model", metavar="MODEL", required=True)
+    models = parser.add_subparsers(dest="eval_command", metavar="WHAT", required=True)
     benet = models.add_parser("benet", help="BENet on EMOTIC: GT-centre mAP (BU, PC, fusion), COCO AP, joint protocol",
                               description="Evaluate a BENet checkpoint with the BENet paper's protocols.")
     _common_options(benet, "EMOTIC", "runs/eval_benet")
     # Defaults: the public BENet test settings (experiments/emotic/*.yaml: FLIP_TEST True,
-    # DETECTION_THRESHOLD 0.1, MAX_NUM_PEOPLE 15). COCO-style wider settings: --top-k 100 --threshold 0.01.
-    benet.add_argument("--top-k", type=int, default=15, help="detections kept per image (default: 15, the public code's)")
-    benet.add_argument("--threshold", type=float, default=0.1,
-                       help="minimum centre score of a detection (default: 0.1, the public code's)")
+    # DETECTION_THRESHOLD 0.1, MAX_NUM_PEOPLE 15). COCO-style wider settings:
+    # --max-people 100 --detection-threshold 0.01.
+    add_max_people(benet, 15, "detections kept per image, the public code's MAX_NUM_PEOPLE", old_names=("--top-k",))
+    add_detection_threshold(benet, 0.1, "minimum centre score of a detection, the public code's DETECTION_THRESHOLD")
     benet.add_argument("--flip-test", action=argparse.BooleanOptionalAction, default=True,
                        help="average with the horizontally flipped image (default: on, as the public test)")
     benet.add_argument("--examples", type=int, default=4, help="example figures to draw (default: 4)")
@@ -40,7 +50,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     calibrate = models.add_parser("calibrate", help="per-category best-F1 label thresholds from validation predictions",
                                   description="Per-category label thresholds (best F1) from eval benet --split val.")
     calibrate.add_argument("predictions", type=Path, help="predictions.npz of 'eval benet --split val'")
-    calibrate.add_argument("--out", type=Path, required=True, help="thresholds JSON (for train.ship --label-thresholds)")
+    calibrate.add_argument("--out", type=Path, required=True, help="thresholds JSON (for ship --label-thresholds)")
     ceiling = models.add_parser("ceiling", help="distance of synthetic-test predictions to the benchmark's ceiling",
                                 description="Cue-oracle ceiling of the synthetic scenes, and a model's mAP per cue kind "
                                             "and per person height (eval/ceiling.py).")
@@ -48,14 +58,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     ceiling.add_argument("--data", type=Path, required=True, help="the synthetic EMOTIC root (synth emotic --out)")
     ceiling.add_argument("--split", choices=("val", "test"), default="test", help="split of the predictions")
     ceiling.add_argument("--input-size", type=int, default=256, help="the network's input size (lite: 256)")
-    ceiling.add_argument("--out", type=Path, default=None, help="also write the report as JSON")
+    ceiling.add_argument("--json", type=Path, default=None, metavar="FILE", help="also write the report as JSON")
+    add_deprecated_alias(ceiling, "--out", "--json", "json", type=Path)
     tracking = models.add_parser("tracking", help="IDF1, MOTA, ID switches, HOTA (TrackEval) and label flicker of a tracker's output",
                                  description="Compare a tracker's MOTChallenge output with a sequence's gt/gt.txt (TrackEval's "
                                              "HOTA, CLEAR and Identity metrics); with PRED.emotions.csv beside it, label flicker "
                                              "from raw and smoothed scores.")
     tracking.add_argument("--gt", type=Path, required=True, help="the sequence folder (gt/gt.txt, seqinfo.ini)")
     tracking.add_argument("--pred", type=Path, required=True, help="tracker output in the MOTChallenge format (emotion-perception track --out)")
-    tracking.add_argument("--json", type=Path, default=None, help="also write the figures as JSON")
+    tracking.add_argument("--json", type=Path, default=None, metavar="FILE", help="also write the figures as JSON")
     ablation = models.add_parser("ablation", help="table + figure of a BENet head ablation's evaluated runs",
                                  description="Summarise <heads>_s<seed> run folders (scripts/ablation_benet_heads.sh): "
                                              "mean and spread over seeds per head set.")
@@ -82,19 +93,19 @@ def _summary(model: str, metrics: dict) -> str:
 def main(args: argparse.Namespace) -> int:
     import sys
 
-    if args.model == "ablation":
+    if args.eval_command == "ablation":
         from emotion_perception.eval.ablation import run
 
         return run(args, sys.stdout)
-    if args.model == "ceiling":
+    if args.eval_command == "ceiling":
         from emotion_perception.eval.ceiling import main_ceiling
 
         try:
-            return main_ceiling(args.predictions, args.data, args.split, args.input_size, args.out)
+            return main_ceiling(args.predictions, args.data, args.split, args.input_size, args.json)
         except (OSError, ValueError, KeyError) as err:
             print(f"emotion-perception eval ceiling: {err}", file=sys.stderr)
             return 2
-    if args.model == "tracking":
+    if args.eval_command == "tracking":
         from emotion_perception.eval.tracking import main_tracking
 
         try:
@@ -102,7 +113,7 @@ def main(args: argparse.Namespace) -> int:
         except (OSError, ValueError) as err:
             print(f"emotion-perception eval tracking: {err}", file=sys.stderr)
             return 2
-    if args.model == "calibrate":
+    if args.eval_command == "calibrate":
         from emotion_perception.eval.calibration import main_calibrate
 
         try:
@@ -113,21 +124,21 @@ def main(args: argparse.Namespace) -> int:
     from emotion_perception.nets.factory import CheckpointError
 
     try:
-        if args.model == "benet":
+        if args.eval_command == "benet":
             from emotion_perception.eval.benet import evaluate_benet
 
             metrics = evaluate_benet(
-                args.checkpoint, args.data, args.split, args.out, batch_size=args.batch_size, workers=args.workers,
-                device=args.device, top_k=args.top_k, threshold=args.threshold, flip_test=args.flip_test,
+                Path(args.model), args.data, args.split, args.out, batch_size=args.batch_size, workers=args.workers,
+                device=args.device, top_k=args.max_people, threshold=args.detection_threshold, flip_test=args.flip_test,
                 num_examples=args.examples, max_images=args.max_images,
             )
         else:
             from emotion_perception.eval.cahfw import evaluate_cahfw
 
-            metrics = evaluate_cahfw(args.checkpoint, args.data, args.split, args.out, batch_size=args.batch_size,
+            metrics = evaluate_cahfw(Path(args.model), args.data, args.split, args.out, batch_size=args.batch_size,
                                      workers=args.workers, device=args.device)
     except (CheckpointError, FileNotFoundError, ValueError) as err:
-        print(f"emotion-perception eval {args.model}: {err}", file=sys.stderr)
+        print(f"emotion-perception eval {args.eval_command}: {err}", file=sys.stderr)
         return 2
-    print(f"{_summary(args.model, metrics)}; written to {args.out}")
+    print(f"{_summary(args.eval_command, metrics)}; written to {args.out}")
     return 0

@@ -5,13 +5,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from emotion_perception.cli_options import add_detection_threshold, add_max_people, add_model_file
+
 FORMATS = ("onnx", "tensorrt")
 PRECISIONS = ("fp32", "fp16", "int8")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint", required=True, type=Path,
-                        help="training checkpoint (.pt); for --format tensorrt also an ONNX file from this command")
+    add_model_file(parser, "checkpoint to export (.pt, a training run's or a shipped one); for --format tensorrt "
+                           "also an ONNX file from this command", checkpoint_alias=True)
     parser.add_argument("--format", choices=FORMATS, default="onnx", help="output format (default: onnx)")
     parser.add_argument("--out", required=True, type=Path,
                         help="output file; TensorRT engines are named <stem>.trt<version>.<gpu>.<precision>.engine "
@@ -24,10 +26,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="fp32; fp16 (ONNX: float16 graph, TensorRT: fp16 kernels); int8 (ONNX Runtime static "
                              "quantisation calibrated on synthetic scenes)")
     parser.add_argument("--opset", type=int, default=17, help="ONNX opset (>= 17)")
-    parser.add_argument("--top-k", type=int, default=15, help="--with-decode: people per image (fixed output rows)")
-    parser.add_argument("--decode-threshold", type=float, default=0.05,
-                        help="--with-decode: score below which rows are marked invalid (the predictor's threshold "
-                             "can only be stricter)")
+    add_max_people(parser, 15, "--with-decode: people per image (fixed output rows)", old_names=("--top-k",))
+    add_detection_threshold(parser, 0.05, "--with-decode: detection score below which rows are marked invalid "
+                                          "(the predictor's --detection-threshold can only be stricter)",
+                            old_names=("--decode-threshold",))
     parser.add_argument("--flip-test", action="store_true", help="--with-decode: average with the mirrored image")
     parser.add_argument("--no-simplify", action="store_true", help="skip onnxslim graph simplification")
     parser.add_argument("--calibration-images", type=int, default=8, help="int8: synthetic calibration scenes")
@@ -54,7 +56,7 @@ def _parity_sets(result, seed: int = 0) -> list[tuple[str, list]]:
     """Random inputs (batch 2) and two real-looking synthetic scenes, as graph input lists."""
     import numpy as np
 
-    from emotion_perception.export.scenes import scene_inputs
+    from emotion_perception.export.grid_scenes import scene_inputs
 
     card = result.card
     rng = np.random.default_rng(seed)
@@ -90,10 +92,10 @@ def _export_onnx(args: argparse.Namespace, model, checkpoint: dict, out: Path, p
     from emotion_perception.nets.decode import DecodeConfig
     from emotion_perception.nets.factory import label_thresholds_of, trained_on_of
 
-    decode_config = DecodeConfig(top_k=args.top_k, threshold=args.decode_threshold, flip_test=args.flip_test)
+    decode_config = DecodeConfig(top_k=args.max_people, threshold=args.detection_threshold, flip_test=args.flip_test)
     common = dict(with_decode=args.with_decode, decode_config=decode_config,
                   input_size=tuple(args.input_size) if args.input_size else None, opset=args.opset,
-                  source=_source_info(args.checkpoint, checkpoint), simplify_graph=not args.no_simplify,
+                  source=_source_info(Path(args.model), checkpoint), simplify_graph=not args.no_simplify,
                   trained_on=trained_on_of(checkpoint), label_thresholds=label_thresholds_of(checkpoint))
     if precision != "int8":
         result = export_onnx(model, out, precision=precision, **common)
@@ -156,11 +158,12 @@ def main(args: argparse.Namespace) -> int:
         if args.format == "tensorrt":
             trt = import_tensorrt()  # fail before any export work when TensorRT is missing
             require_cuda()
-        if args.format == "tensorrt" and args.checkpoint.suffix == ".onnx":
-            onnx_path, ok = args.checkpoint, True
+        model_path = Path(args.model)
+        if args.format == "tensorrt" and model_path.suffix == ".onnx":
+            onnx_path, ok = model_path, True
             card = read_onnx_card(onnx_path)
         else:
-            model, checkpoint = load_model_from_checkpoint(args.checkpoint, map_location="cpu")
+            model, checkpoint = load_model_from_checkpoint(model_path, map_location="cpu")
             if args.format == "onnx":
                 onnx_path, ok = _export_onnx(args, model, checkpoint, out, args.precision)
                 print(f"wrote {onnx_path} and {onnx_path}.json")

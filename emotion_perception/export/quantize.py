@@ -1,7 +1,7 @@
 """INT8 ONNX models by ONNX Runtime static quantisation (QDQ, per-channel weights).
 
 Calibration runs the fp32 model on a set of inputs (real-looking synthetic scenes by default,
-:mod:`emotion_perception.export.scenes`) to fix activation ranges. Weights are int8 per output
+:mod:`emotion_perception.export.grid_scenes`) to fix activation ranges. Weights are int8 per output
 channel, activations uint8 (the U8S8 form that x86 VNNI / AVX-512 and ARM dot-product kernels
 run natively). The network's convolutions, element-wise ops, pooling, resizes and concatenations
 are quantised so that activations stay int8 from layer to layer; the decoding stage (top-k,
@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from emotion_perception.export.model_card import onnx_metadata, read_onnx_card, write_sidecar
-from emotion_perception.export.scenes import scene_inputs
+from emotion_perception.export.grid_scenes import scene_inputs
 
 LOGGER = logging.getLogger(__name__)
 QUANTISED_OPS = (

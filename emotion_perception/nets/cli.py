@@ -1,4 +1,4 @@
-"""`emotion-perception model-info`: parameters, GMACs and tensor shapes of a model preset.
+"""`emotion-perception model-info --preset ARCH[:PRESET]`: parameters, GMACs and tensor shapes of a model preset.
 
 Counts come from one forward pass on the ``meta`` device (shapes only, nothing computed), so
 even the paper-size BENet is profiled instantly on a CPU-only machine.
@@ -9,15 +9,34 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
+
+from emotion_perception.cli_options import PRESET_HELP, add_batch_size, add_deprecated_alias, parse_preset
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default="benet", help="registered model name (benet, cahfw, ...)")
-    parser.add_argument("--preset", default=None, help="preset name (default: the model's default preset)")
+    parser.add_argument("--preset", default="benet", metavar="ARCH[:PRESET]",
+                        help=f"{PRESET_HELP}; a bare PRESET is one of benet's (default: benet, its default preset)")
+    # The old "--model NAME --preset PRESET" spelling: --model now names a model file everywhere.
+    add_deprecated_alias(parser, "--model", "--preset ARCH[:PRESET]", "legacy_arch")
     parser.add_argument("--input-size", nargs=2, type=int, metavar=("H", "W"), default=None,
                         help="input height and width (default: the preset's input size)")
-    parser.add_argument("--batch", type=int, default=1, help="batch size of the profiled forward")
-    parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    add_batch_size(parser, 1, "batch size of the profiled forward")
+    parser.add_argument("--json", nargs="?", const="-", default=None, metavar="FILE",
+                        help="write the report as one JSON object to FILE (no FILE: print it instead of the table)")
+
+
+def resolve_preset(text: str, legacy_arch: str | None = None) -> tuple[str, str | None]:
+    """(registry name, preset or None for the default) of ``--preset``, see cli_options.parse_preset.
+
+    With the deprecated ``--model NAME``, ``--preset`` is a bare preset of NAME as it used to be.
+    """
+    from emotion_perception.nets.factory import model_names
+
+    if legacy_arch is not None:
+        return legacy_arch, None if text == "benet" else text
+    arch, preset = parse_preset(text, model_names(), bare_preset_of="benet")
+    return arch, preset
 
 
 def model_info(model_name: str, preset: str | None, input_size: tuple[int, int] | None = None, batch: int = 1) -> dict:
@@ -63,13 +82,28 @@ def format_table(info: dict) -> str:
 
 
 def main(args: argparse.Namespace) -> int:
-    if args.batch < 1:
-        print("model-info: --batch must be positive", file=sys.stderr)
+    if args.batch_size < 1:
+        print("model-info: --batch-size must be positive", file=sys.stderr)
         return 2
     try:
-        info = model_info(args.model, args.preset, args.input_size, args.batch)
+        model_name, preset = resolve_preset(args.preset, getattr(args, "legacy_arch", None))
+        info = model_info(model_name, preset, args.input_size, args.batch_size)
     except ValueError as err:  # unknown model/preset, input size the model cannot take
         print(f"model-info: {err}", file=sys.stderr)
         return 2
-    print(json.dumps(info, indent=2) if args.json else format_table(info))
+    if args.json is None:
+        print(format_table(info))
+    elif args.json == "-":
+        print(json.dumps(info, indent=2))
+    else:
+        from emotion_perception.errors import output_file_problem
+
+        target = Path(args.json)
+        problem = output_file_problem("--json", target)
+        if problem:
+            print(f"model-info: {problem}", file=sys.stderr)
+            return 2
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+        print(format_table(info))
     return 0

@@ -25,7 +25,8 @@ from torch import nn
 
 from emotion_perception.errors import FieldError
 
-# Model name -> module that registers it. A module that does not exist (yet) is skipped.
+# Model name -> module that registers it. A module that is missing, fails to import or does not
+# register its name is an error (a skipped one would make the model vanish without a word).
 MODEL_MODULES: dict[str, str] = {
     "benet": "emotion_perception.nets.benet",
     "cahfw": "emotion_perception.nets.cahfw",
@@ -80,10 +81,10 @@ def _import_model_modules() -> None:
             continue
         try:
             importlib.import_module(module_name)
-        except ModuleNotFoundError as err:
-            # Tolerate only the model module itself being absent, never a missing dependency.
-            if err.name != module_name:
-                raise
+        except ImportError as err:
+            raise ImportError(f"model '{model_name}': cannot import its module {module_name} ({err})") from err
+        if model_name not in MODEL_REGISTRY:
+            raise ImportError(f"model '{model_name}': {module_name} does not register it (register_model)")
 
 
 def model_names() -> list[str]:

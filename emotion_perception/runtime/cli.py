@@ -10,24 +10,33 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from emotion_perception.cli_options import (
+    MODEL_FILE_HELP,
+    add_deprecated_alias,
+    add_detection_threshold,
+    add_device,
+    add_max_people,
+    add_model_file,
+)
+
 BACKENDS = ("auto", "tensorrt", "onnxruntime", "torch")
 PRECISIONS = ("auto", "fp32", "fp16", "int8")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("images", nargs="+", type=Path, metavar="IMAGES", help="image files")
-    parser.add_argument("--model", required=True,
-                        help="checkpoint (.pt), ONNX export or TensorRT engine, or 'expression' (face-api's "
-                             "real face-expression model, installed by the setup)")
+    add_model_file(parser, f"{MODEL_FILE_HELP}; or 'expression' (face-api's real face-expression model, installed "
+                           "by the setup)")
     parser.add_argument("--backend", choices=BACKENDS, default="auto", help="inference backend (default: auto)")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    add_device(parser)
     parser.add_argument("--precision", choices=PRECISIONS, default="auto", help="torch/TensorRT precision")
     parser.add_argument("--input-size", nargs=2, type=int, metavar=("H", "W"),
                         help="BENet canvas, multiples of 32 (default: longer side at the training size)")
-    parser.add_argument("--threshold", type=float, default=0.3, help="person/face detection threshold in [0, 1]")
-    parser.add_argument("--max-people", type=int, default=15, help="at most this many people per image")
+    add_detection_threshold(parser, 0.3, "minimum person/face detection score, in [0, 1]")
+    add_max_people(parser, 15)
     parser.add_argument("--flip-test", action="store_true", help="average with the mirrored image")
-    parser.add_argument("--top", type=int, default=3, help="labels listed per person")
+    parser.add_argument("--top-labels", type=int, default=3, metavar="N", help="labels listed per person (default: 3)")
+    add_deprecated_alias(parser, "--top", "--top-labels", "top_labels", type=int)
     parser.add_argument("--face-detector", choices=("auto", "mtcnn", "hog", "cnn"), default="auto",
                         help="face models: MTCNN (auto, where installed) or dlib HOG / CNN")
     parser.add_argument("--json", type=Path, help="write the predictions to this JSON file")
@@ -121,14 +130,14 @@ def main(args: argparse.Namespace) -> int:
             continue
         started = time.perf_counter()
         try:
-            people = predictor.predict(image, detection_threshold=args.threshold, max_people=args.max_people,
+            people = predictor.predict(image, detection_threshold=args.detection_threshold, max_people=args.max_people,
                                        flip_test=args.flip_test)
         except ValueError as err:
             print(f"error: {path}: {err}", file=sys.stderr)
             return 2
         latency_ms = (time.perf_counter() - started) * 1000
         print(f"{path}: {len(people)} {'person' if len(people) == 1 else 'people'} ({latency_ms:.1f} ms)")
-        records = [person_record(p, categories, args.top) for p in people]
+        records = [person_record(p, categories, args.top_labels) for p in people]
         for index, record in enumerate(records, 1):
             labels = ", ".join(f"{t['label']} {t['score']:.2f}" for t in record["top_labels"])
             vad = "" if record["vad"] is None else "  VAD " + " ".join(f"{v:.2f}" for v in record["vad"].values())
@@ -151,7 +160,8 @@ def main(args: argparse.Namespace) -> int:
             "model": {"path": str(args.model), "model_name": predictor.model_name, "preset": predictor.card.preset,
                       "backend": predictor.backend_name, "device": predictor.device, "precision": predictor.precision,
                       "categories": list(categories), "has_vad": predictor.has_vad},
-            "settings": {"threshold": args.threshold, "max_people": args.max_people, "flip_test": args.flip_test},
+            "settings": {"detection_threshold": args.detection_threshold, "max_people": args.max_people,
+                         "flip_test": args.flip_test},
             "images": results,
             "skipped": skipped,
         }

@@ -11,16 +11,25 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from emotion_perception.cli_options import (
+    MODEL_FILE_HELP,
+    add_detection_threshold,
+    add_device,
+    add_model_file,
+    add_option,
+)
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True, help="checkpoint, ONNX file or engine, or 'expression'")
-    parser.add_argument("--frames", type=Path, required=True, help="a MOTChallenge sequence folder (synth sequence --out)")
+    add_model_file(parser, f"{MODEL_FILE_HELP}; or 'expression' (the installed face-expression model)")
+    add_option(parser, "--sequence", "sequence", ("--frames",), required=True, type=Path, metavar="DIR",
+               help="a MOTChallenge sequence folder (synth sequence --out)")
     parser.add_argument("--out", type=Path, required=True, help="tracker output PRED.txt (PRED.emotions.csv is written beside it)")
     parser.add_argument("--backend", default="auto", help="inference backend (default: auto)")
-    parser.add_argument("--device", default="auto")
+    add_device(parser)
     parser.add_argument("--face-detector", choices=("auto", "mtcnn", "hog", "cnn"), default="mtcnn")
-    parser.add_argument("--threshold", type=float, default=None,
-                        help="detection threshold (default: the model's node default, config/<model>.yaml)")
+    add_detection_threshold(parser, None, "minimum person/face detection score (default: the model's node "
+                                          "default, config/<model>.yaml)")
     parser.add_argument("--emotion-threshold", type=float, default=None,
                         help="label threshold (default: the node default; calibrated per-category thresholds of the model card apply then)")
     parser.add_argument("--confirmation-frames", type=int, default=None, help="frames before a track gets an id (default: node's)")
@@ -54,7 +63,7 @@ def main(args: argparse.Namespace) -> int:
     from emotion_perception.runtime.tracking import PersonTracker, TrackingSettings
 
     try:
-        sequence = read_sequence_info(args.frames)
+        sequence = read_sequence_info(args.sequence)
         predictor = load_predictor(args.model, backend=args.backend, device=args.device, face_detector=args.face_detector)
         defaults = _node_defaults(predictor.model_name)
         tracker = PersonTracker(
@@ -65,7 +74,8 @@ def main(args: argparse.Namespace) -> int:
     except (FileNotFoundError, ValueError, ImportError, RuntimeError) as err:
         print(f"emotion-perception track: {err}", file=sys.stderr)
         return 2
-    detection_threshold = defaults["detection_threshold"] if args.threshold is None else args.threshold
+    detection_threshold = (defaults["detection_threshold"] if args.detection_threshold is None
+                           else args.detection_threshold)
     emotion_threshold = defaults["emotion_threshold"] if args.emotion_threshold is None else args.emotion_threshold
     per_category = predictor.card.label_thresholds if args.emotion_threshold is None else None
     exclusive = predictor.model_name != "benet"

@@ -1,7 +1,7 @@
 """Training BENet: the recipe (:class:`BENetTrainConfig`) and the task that ``train/loop.py`` runs.
 
-Recipe (``config/train_benet.yaml``, fields of :class:`BENetTrainConfig`): Adam, learning rate
-1e-3, 250 epochs (the paper's), the BENet pre-transformations and augmentations of
+Recipe (``config/train_benet_paper_512_adam_lr1e-3.yaml``, fields of :class:`BENetTrainConfig`):
+Adam, learning rate 1e-3, 250 epochs (the paper's), the BENet pre-transformations and augmentations of
 ``data/transforms.py`` and the multitask loss of ``train/losses.py``. ``heads`` selects the
 paper's head ablation (``bu``, ``bu,det``, ``bu,det,pc``, ``bu,det,pc,bg``; ``vad`` adds the
 continuous head): heads that do not train are left out of the network (person-centric,

@@ -1,6 +1,8 @@
 """Make a shippable model file from a training checkpoint: weights, config and metrics only.
 
-    python -m emotion_perception.train.ship runs/RUN/best.pt models/NAME.pt --trained-on synthetic [--note "..."]
+    emotion-perception ship --model runs/RUN/best.pt --out models/NAME.pt --trained-on synthetic [--note "..."]
+
+(train/ship_cli.py; ``python -m emotion_perception.train.ship SOURCE DESTINATION ...`` still works.)
 
 Training checkpoints also hold optimizer, scheduler and scaler state (about twice the size);
 a robot needs none of it. The result loads like any checkpoint (``load_model_from_checkpoint``,

@@ -3,7 +3,7 @@
 Two sources, for two questions:
   * people=None: the training generator's scenes (1-8 people, occlusion, labelled emotions),
     what a demo or an accuracy check wants;
-  * people=N: exactly N fully visible people on a grid (export.scenes.draw_scene, the scenes
+  * people=N: exactly N fully visible people on a grid (export.grid_scenes.draw_scene, the scenes
     `bench model` uses too), what a cost-versus-people comparison wants.
 """
 
@@ -21,7 +21,7 @@ def synthetic_frames(count: int, people: int | None = None, width: int = 640, he
     rng = np.random.default_rng(seed)
     frames, notes = [], []
     if people is not None:
-        from emotion_perception.export.scenes import draw_scene
+        from emotion_perception.export.grid_scenes import draw_scene
 
         if people < 1:
             raise ValueError(f"people must be >= 1, got {people}")
