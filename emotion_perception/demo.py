@@ -101,8 +101,8 @@ def _describe(index: int, message) -> str:
     from emotion_perception.errors import quote_untrusted  # frame_id comes from the wire
 
     stamp = message.header.stamp.sec + message.header.stamp.nanosec * 1e-9
-    lines = [f"frame {index:>3}  stamp {stamp:.3f}  frame_id {quote_untrusted(message.header.frame_id)}  "
-             f"{len(message.people)} {'person' if len(message.people) == 1 else 'people'}"]
+    lines = [(f"frame {index:>3}  stamp {stamp:.3f}  frame_id {quote_untrusted(message.header.frame_id)}  "
+             f"{len(message.people)} {'person' if len(message.people) == 1 else 'people'}")]
     for person in message.people:
         box = f"({person.x_min:4.0f},{person.y_min:4.0f})-({person.x_max:4.0f},{person.y_max:4.0f})"
         top = ", ".join(f"{name} {person.scores[list(message.categories).index(name)]:.2f}"

@@ -10,11 +10,12 @@ share/emotion_perception/launch/).
 
 from __future__ import annotations
 
-from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
 from launch_ros.substitutions import FindPackageShare
+
+from launch import LaunchDescription
 
 # launch argument -> (node parameter, description); per model kind.
 PARAMETER_ARGUMENTS = {

@@ -12,7 +12,7 @@ import sys
 # The shared description sits beside this file (not in the emotion_perception Python package,
 # which the Python running ros2 launch may not see).
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from emotion_perception_launch import node_launch_description  # noqa: E402
+from emotion_perception_launch import node_launch_description
 
 
 def generate_launch_description():

@@ -108,7 +108,7 @@ def test_checkpoint_layout(trained_run):
 
 
 def test_evaluation_files_and_accuracy_match_sklearn(trained_run, caer_root, tmp_path):
-    run_dir, best = trained_run
+    _run_dir, best = trained_run
     metrics = evaluate_cahfw(best, caer_root, "test", tmp_path / "eval", device="cpu", progress=False)
     for name in ("metrics.json", "confusion_matrix.json", "confusion_matrix.png", "predictions.npz"):
         assert (tmp_path / "eval" / name).is_file(), name

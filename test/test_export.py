@@ -11,8 +11,8 @@ import numpy as np
 import onnx
 import pytest
 import torch
-
 from deploy_models import peaky_benet, save_checkpoint, tiny_cahfw
+
 from emotion_perception.cli import main as cli_main
 from emotion_perception.data.categories import CAER_CATEGORIES, EMOTIC_CATEGORIES
 from emotion_perception.export.engine_cache import (
@@ -211,8 +211,8 @@ def test_export_rejects_bad_options(benet_model, tmp_path):
 
 
 def test_int8_quantisation_keeps_decoding_float_and_outputs_close(tmp_path):
-    from emotion_perception.export.quantize import quantize_int8
     from emotion_perception.export.grid_scenes import scene_inputs
+    from emotion_perception.export.quantize import quantize_int8
 
     model = peaky_benet()
     fp32 = export_onnx(model, tmp_path / "fp32.onnx", with_decode=True, decode_config=DecodeConfig(top_k=5))
@@ -243,9 +243,9 @@ def test_int8_needs_an_fp32_model(benet_model, tmp_path):
 
 
 def _key(**changes) -> EngineKey:
-    values = dict(onnx_sha256="ab" * 32, tensorrt_version="10.3.0", gpu_name="NVIDIA H100 80GB HBM3",
-                  compute_capability="9.0", precision="fp16",
-                  profile={"image": {"min": [1, 3, 64, 64], "opt": [1, 3, 512, 512], "max": [2, 3, 512, 512]}})
+    values = {"onnx_sha256": "ab" * 32, "tensorrt_version": "10.3.0", "gpu_name": "NVIDIA H100 80GB HBM3",
+                  "compute_capability": "9.0", "precision": "fp16",
+                  "profile": {"image": {"min": [1, 3, 64, 64], "opt": [1, 3, 512, 512], "max": [2, 3, 512, 512]}}}
     values.update(changes)
     return EngineKey(**values)
 

@@ -234,7 +234,7 @@ def test_dataset_eval_samples_are_the_pipeline_output(face_records):
 
 
 def test_dataset_without_face_box_masks_the_fallback(face_records):
-    records, images = face_records
+    records, _images = face_records
     dataset = CAHFWDataset(records, size=64, train=False)
     _, context, _ = dataset.sample_arrays(2)
     # 64x40 frame: side 16, centre (32, 14) -> box 24..40 x 6..22; resize 64x40 -> 64x64
@@ -253,7 +253,7 @@ def test_dataset_training_augmentation_is_consistent_and_reproducible(face_recor
     for epoch in range(12):  # the same frame in 12 epochs: fresh draws each
         for data in (dataset, replay, other_seed):
             data.set_epoch(epoch)
-        face, context, label = dataset.sample_arrays(0)
+        face, context, _label = dataset.sample_arrays(0)
         again = replay.sample_arrays(0)
         np.testing.assert_array_equal(context, again[1])  # same seed: same draws
         np.testing.assert_array_equal(face, again[0])

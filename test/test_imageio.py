@@ -8,6 +8,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from encoded_images import jpeg_with_app_segment, png_bomb, webp_vp8x_header
 
 from emotion_perception.data.imageio import (
     DEFAULT_MAX_IMAGE_PIXELS,
@@ -17,7 +18,6 @@ from emotion_perception.data.imageio import (
     image_size,
     read_rgb,
 )
-from encoded_images import jpeg_with_app_segment, png_bomb, webp_vp8x_header
 
 SIZES = [(17, 9), (640, 480), (33, 101)]
 

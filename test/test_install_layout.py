@@ -82,9 +82,10 @@ def test_install_layout_refuses_a_wrong_source(tmp_path):
 
 @pytest.mark.ros
 def test_the_node_starts_from_lib_emotion_perception_as_ros2_run_starts_it(ros_env, tmp_path):
+    from ros_peer import Peer
+
     from emotion_perception.bench.replay import NodeProcess
     from emotion_perception.bench.replay_frames import synthetic_frames
-    from ros_peer import Peer
 
     executable = PREFIX / "lib" / PACKAGE / "benet_node"
     node = NodeProcess("benet", {"backend": "torch", "device": "cpu"}, "/layout/image", ros_env,

@@ -89,7 +89,6 @@ def test_ros2_launch_with_defaults_round_trips_a_frame(ros_env, tmp_path):
 @requires_launch
 def test_ros2_launch_with_overrides_remaps_namespaces_and_sets_parameters(ros_env, tmp_path):
     import yaml
-
     from ros_peer import Peer
 
     params = yaml.safe_load((Path(__file__).resolve().parents[1] / "config" / "benet.yaml").read_text())
@@ -132,10 +131,10 @@ def test_ros2_run_finds_the_executable(ros_env, tmp_path):
 
 @requires_launch
 def test_ros2_launch_serves_the_expression_model(ros_env, tmp_path):
+    from ros_peer import Peer
     from skimage import data
 
     from emotion_perception.resources import external_model_dir
-    from ros_peer import Peer
 
     if not (external_model_dir() / "face_expression.pt").is_file():
         pytest.skip("face-expression model not installed: run scripts/setup.sh")

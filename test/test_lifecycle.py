@@ -11,9 +11,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from ros_peer import Peer
 
 from emotion_perception.bench.replay import NodeProcess
-from ros_peer import Peer
 
 pytestmark = pytest.mark.ros
 HERE = Path(__file__).resolve().parent
@@ -190,9 +190,8 @@ def _peak_rss_mb(pid: int) -> float:
 def test_a_png_bomb_on_image_compressed_is_rejected_before_decoding(ros_env, tmp_path, frame):
     # 250 KB of valid PNG that decode to 16000 x 16000 pixels: OpenCV (limit 2^30 pixels) used to
     # decode it in full, 768 MB twice over and seconds of stall, before the model even ran.
-    from sensor_msgs.msg import CompressedImage
-
     from encoded_images import png_bomb
+    from sensor_msgs.msg import CompressedImage
 
     log = tmp_path / "node.log"
     node = NodeProcess("benet", {"input_transport": "compressed", "backend": "torch", "device": "cpu",
@@ -235,6 +234,7 @@ def test_a_png_bomb_on_image_compressed_is_rejected_before_decoding(ros_env, tmp
 def test_a_model_card_that_does_not_fit_its_graph_stops_start_up_with_one_line(ros_env, tmp_path):
     # Accepted before: the node then failed every frame (or found nobody) while reporting OK.
     from deploy_models import peaky_benet, with_card_changes
+
     from emotion_perception.export.onnx_export import export_onnx
 
     good = export_onnx(peaky_benet(), tmp_path / "benet.onnx").onnx_path

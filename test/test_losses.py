@@ -107,8 +107,8 @@ def test_routing_table_is_one_task_per_image_as_the_public_code() -> None:
 
 
 def test_build_targets_rejects_bad_input() -> None:
-    good = dict(boxes=[torch.tensor([[0.0, 0, 4, 4]])], labels=[torch.zeros(1, E)], vad=[torch.zeros(1, 3)],
-                image_label=torch.zeros(1, E))
+    good = {"boxes": [torch.tensor([[0.0, 0, 4, 4]])], "labels": [torch.zeros(1, E)], "vad": [torch.zeros(1, 3)],
+                "image_label": torch.zeros(1, E)}
     with pytest.raises(ValueError, match="'mode'\\[0\\]"):
         build_targets(batch_of(modes=["flip"], **good), E)
     with pytest.raises(ValueError, match="'boxes'\\[0\\]"):

@@ -47,6 +47,7 @@ PUBLISHER = textwrap.dedent(
 
 def test_person_emotions_roundtrip_over_dds(ros_env):
     import rclpy
+
     from emotion_perception.msg import PersonEmotions
 
     publisher = subprocess.Popen([sys.executable, "-c", PUBLISHER, "30"], env=ros_env)

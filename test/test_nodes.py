@@ -8,11 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from ros_peer import Peer
 
 from emotion_perception.bench.replay import NodeProcess
 from emotion_perception.data.categories import CAER_CATEGORIES, EMOTIC_CATEGORIES
 from emotion_perception.eval.metrics import box_iou
-from ros_peer import Peer
 
 pytestmark = pytest.mark.ros
 ROOT = Path(__file__).resolve().parents[1]
@@ -90,7 +90,7 @@ def test_benet_node_keeps_running_after_malformed_images(benet, scenes):
 
 
 def test_benet_node_debug_image_and_diagnostics(benet, scenes):
-    node, peer, _ = benet
+    _node, peer, _ = benet
     rgb = scenes[0][0]
     peer.send_and_wait(peer.image(rgb, 1_700_000_300 * 10**9))
     assert peer.spin_until(lambda: any(d.header.stamp.sec == 1_700_000_300 for d in peer.debug), 10.0)
@@ -105,7 +105,7 @@ def test_benet_node_debug_image_and_diagnostics(benet, scenes):
 
 
 def test_benet_node_parameter_updates_apply_and_model_changes_are_rejected(benet, scenes):
-    node, peer, _ = benet
+    _node, peer, _ = benet
     rgb = scenes[0][0]
     (result,) = peer.set_parameters("benet_node", {"detection_threshold": 1.0})
     assert result.successful
@@ -251,6 +251,6 @@ def test_expression_node_reads_the_astronaut_as_happy_and_says_what_it_was_train
 
 
 def test_a_synthetic_model_says_so_at_start_up_and_on_diagnostics(benet):
-    node, peer, log = benet
+    _node, peer, log = benet
     assert peer.spin_until(lambda: peer.latest_counters("/benet_node").get("trained_on") == "synthetic", 10.0)
     assert "trained on synthetic data only" in log.read_text()

@@ -6,8 +6,8 @@ import json
 
 import numpy as np
 import pytest
-
 from deploy_models import peaky_benet, save_checkpoint, tiny_cahfw
+
 from emotion_perception.cli import build_parser
 from emotion_perception.cli import main as cli_main
 from emotion_perception.data.categories import EMOTIC_CATEGORIES, VAD_NAMES
@@ -109,7 +109,6 @@ def test_predict_streams_images_one_at_a_time(workspace, monkeypatch):
 
 def test_predict_skips_and_reports_unusable_images(workspace, tmp_path, capsys):
     import cv2
-
     from encoded_images import png_bomb
 
     bomb = tmp_path / "bomb.png"

@@ -11,8 +11,8 @@ import pytest
 
 from emotion_perception.train import benet as benet_train
 from emotion_perception.train import cahfw as cahfw_train
-from emotion_perception.train.recipes import load_recipe
 from emotion_perception.train.loop import RunOptions
+from emotion_perception.train.recipes import load_recipe
 
 CONFIG = Path(__file__).resolve().parents[1] / "config"
 RECIPES = sorted(CONFIG.glob("train_*.yaml"))

@@ -140,7 +140,7 @@ def test_compressed_bomb_is_rejected_from_its_header_before_decoding():
     with pytest.raises(ImageConversionError, match="over the limit of 1199"):
         compressed_to_rgb(small, max_pixels=1199)
     # a format whose size we do not read is rejected, not decoded blind
-    ok, tiff = cv2.imencode(".tiff", _rgb(8, 8))
+    _ok, tiff = cv2.imencode(".tiff", _rgb(8, 8))
     with pytest.raises(ImageConversionError, match="cannot be checked before decoding"):
         compressed_to_rgb(SimpleNamespace(format="tiff", data=tiff.tobytes()))
 
@@ -203,10 +203,11 @@ def _launch_api() -> SimpleNamespace:
     what the node is started with, and test/test_launch.py starts it for real.
     """
     try:
-        from launch import LaunchContext, LaunchDescription
         from launch.actions import DeclareLaunchArgument, OpaqueFunction
         from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
         from launch_ros.substitutions import FindPackageShare
+
+        from launch import LaunchContext, LaunchDescription
     except ImportError:
         return SimpleNamespace(real=False, **_FAKE_LAUNCH)
     return SimpleNamespace(real=True, LaunchContext=LaunchContext, LaunchDescription=LaunchDescription,

@@ -8,11 +8,11 @@ import cv2
 import numpy as np
 import pytest
 import torch
-
 from deploy_models import peaky_benet, save_checkpoint, tiny_cahfw, with_card_changes
+
 from emotion_perception.data.geometry import boxes_to_letterbox
-from emotion_perception.export.onnx_export import export_onnx
 from emotion_perception.export.grid_scenes import draw_scene
+from emotion_perception.export.onnx_export import export_onnx
 from emotion_perception.nets.decode import DecodeConfig
 from emotion_perception.runtime import PersonPrediction, load_predictor
 from emotion_perception.runtime.backend import (

@@ -155,7 +155,7 @@ def test_deterministic_by_seed_and_independent_of_workers(tmp_path: Path):
     write_emotic_dataset(tmp_path / "a", 10, seed=4, progress=False)
     write_emotic_dataset(tmp_path / "b", 10, seed=4, workers=2, progress=False)
     write_emotic_dataset(tmp_path / "c", 10, seed=5, progress=False)
-    a, b, c = (load_emotic_splits(tmp_path / k) for k in "abc")
+    a, b, _c = (load_emotic_splits(tmp_path / k) for k in "abc")
     for split in a:
         assert len(a[split]) == len(b[split])
         for ra, rb in zip(a[split], b[split]):

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -188,7 +189,7 @@ def test_sequence_people_cross_occlude_and_change_emotions_slowly(tmp_path):
     gt = read_mot_file(tmp_path / "seq" / "gt" / "gt.txt")
     np.testing.assert_allclose(gt.boxes[40], [o.box for o in frames[-1].objects], atol=0.01)
     labels = read_track_labels(tmp_path / "seq" / "gt" / "emotions.csv", "labels", settings.rate_hz)
-    changes = sum(a[1] != b[1] for track in labels.values() for a, b in zip(track, track[1:]))
+    changes = sum(a[1] != b[1] for track in labels.values() for a, b in itertools.pairwise(track))
     assert 0 < changes <= settings.people * settings.cue_changes
     again = next(generate_sequence(settings))
     np.testing.assert_array_equal(again.image, frames[0].image)

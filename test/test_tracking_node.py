@@ -4,10 +4,10 @@ keeps its id, also across dropped frames; /diagnostics reports the active tracks
 from __future__ import annotations
 
 import pytest
+from ros_peer import Peer
 
 from emotion_perception.bench.replay import NodeProcess
 from emotion_perception.eval.metrics import box_iou
-from ros_peer import Peer
 
 pytestmark = pytest.mark.ros
 

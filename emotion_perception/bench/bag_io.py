@@ -147,9 +147,7 @@ def read_image_bag(path: str | Path, topic: str | None = None) -> Iterator[BagFr
 
 def decode_frame(frame: BagFrame) -> tuple[int, np.ndarray]:
     """(header stamp in ns, RGB image) of a bag frame, without ROS."""
-    from emotion_perception.ros.image_conversion import compressed_to_rgb, image_to_rgb
-
-    from emotion_perception.ros.image_conversion import ImageConversionError
+    from emotion_perception.ros.image_conversion import ImageConversionError, compressed_to_rgb, image_to_rgb
 
     try:
         message = _typestore().deserialize_cdr(frame.cdr, frame.msgtype)

@@ -265,7 +265,7 @@ def _model_inputs(predictor: Any, batch: int, seed: int) -> dict[str, Any]:
 
 def _common(predictor: Any, label: str) -> dict[str, Any]:
     backend = predictor.backend
-    return dict(model=label, backend=backend.name, device=backend.device, precision=backend.precision)
+    return {"model": label, "backend": backend.name, "device": backend.device, "precision": backend.precision}
 
 
 def measure_models(predictors: Sequence[Any], label: str, batch: int, iterations: int, warmup: int,

@@ -138,7 +138,6 @@ class Replayer:
         from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 
         from emotion_perception.msg import PersonEmotions
-
         from emotion_perception.ros.dds_profile import apply_large_image_profile
 
         # Our writer must use the same large-image transport as the node (set before init).

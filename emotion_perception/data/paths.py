@@ -15,7 +15,6 @@ from __future__ import annotations
 import os
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
-
 OUTSIDE_ROOT = "image resolves outside the dataset's image folder (a symlink leaving it)"
 
 

@@ -111,8 +111,8 @@ def synthetic_ceiling(predictions: dict[str, np.ndarray], cues: Sequence[Sequenc
 
 def markdown(report: dict[str, Any]) -> str:
     """The report as the table docs/RESULTS.md holds."""
-    lines = [f"cue oracle mAP {report['cue_oracle_mAP']:.1f} ({report['labels_disagreeing_with_cues']} of "
-             f"{report['people']} people's labels disagree with their cues)", "",
+    lines = [(f"cue oracle mAP {report['cue_oracle_mAP']:.1f} ({report['labels_disagreeing_with_cues']} of "
+             f"{report['people']} people's labels disagree with their cues)"), "",
              "| scores | mAP | distance to ceiling | face cues | body cues | context cues | "
              + " | ".join(_bin_label(b) for b in next(iter(report["models"].values()))["by_height"]) + " |",
              "|---" * (6 + len(HEIGHT_BINS)) + "|"]

@@ -12,6 +12,7 @@ person's previous frame, divided by the seconds the person was tracked (summed o
 from __future__ import annotations
 
 import csv
+import itertools
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,7 +103,7 @@ def label_flicker(labels_by_track: dict[str, list[tuple[float, frozenset[str]]]]
     changes, seconds = 0, 0.0
     for observations in labels_by_track.values():
         observations = sorted(observations, key=lambda o: o[0])
-        changes += sum(1 for (_, a), (_, b) in zip(observations, observations[1:]) if a != b)
+        changes += sum(1 for (_, a), (_, b) in itertools.pairwise(observations) if a != b)
         if observations:
             seconds += observations[-1][0] - observations[0][0]
     return {"changes": changes, "tracked_seconds": seconds, "flicker_per_s": changes / seconds if seconds > 0 else float("nan")}
@@ -119,10 +120,10 @@ def read_track_labels(path: str | Path, column: str, rate_hz: float) -> dict[str
 
 
 def format_report(metrics: dict[str, float], flicker: dict[str, dict[str, float]] | None = None) -> str:
-    lines = [f"IDF1 {100 * metrics['IDF1']:.1f}  MOTA {100 * metrics['MOTA']:.1f}  ID switches {metrics['IDSW']}  "
+    lines = [(f"IDF1 {100 * metrics['IDF1']:.1f}  MOTA {100 * metrics['MOTA']:.1f}  ID switches {metrics['IDSW']}  "
              f"HOTA {100 * metrics['HOTA']:.1f} (DetA {100 * metrics['DetA']:.1f}, AssA {100 * metrics['AssA']:.1f})  "
              f"FP {metrics['FP']} FN {metrics['FN']}  ids: {metrics['gt_ids']} true, {metrics['pred_ids']} predicted, "
-             f"{metrics['frames']} frames"]
+             f"{metrics['frames']} frames")]
     for name, values in (flicker or {}).items():
         lines.append(f"label flicker ({name}): {values['flicker_per_s']:.3f} changes per person per second "
                      f"({values['changes']} changes over {values['tracked_seconds']:.1f} tracked person-seconds)")

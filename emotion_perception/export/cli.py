@@ -93,10 +93,10 @@ def _export_onnx(args: argparse.Namespace, model, checkpoint: dict, out: Path, p
     from emotion_perception.nets.factory import label_thresholds_of, trained_on_of
 
     decode_config = DecodeConfig(top_k=args.max_people, threshold=args.detection_threshold, flip_test=args.flip_test)
-    common = dict(with_decode=args.with_decode, decode_config=decode_config,
-                  input_size=tuple(args.input_size) if args.input_size else None, opset=args.opset,
-                  source=_source_info(Path(args.model), checkpoint), simplify_graph=not args.no_simplify,
-                  trained_on=trained_on_of(checkpoint), label_thresholds=label_thresholds_of(checkpoint))
+    common = {"with_decode": args.with_decode, "decode_config": decode_config,
+                  "input_size": tuple(args.input_size) if args.input_size else None, "opset": args.opset,
+                  "source": _source_info(Path(args.model), checkpoint), "simplify_graph": not args.no_simplify,
+                  "trained_on": trained_on_of(checkpoint), "label_thresholds": label_thresholds_of(checkpoint)}
     if precision != "int8":
         result = export_onnx(model, out, precision=precision, **common)
         ok = True if args.no_parity else _report_parity(result, out, precision)

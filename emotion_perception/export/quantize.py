@@ -27,8 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from emotion_perception.export.model_card import onnx_metadata, read_onnx_card, write_sidecar
 from emotion_perception.export.grid_scenes import scene_inputs
+from emotion_perception.export.model_card import onnx_metadata, read_onnx_card, write_sidecar
 
 LOGGER = logging.getLogger(__name__)
 QUANTISED_OPS = (

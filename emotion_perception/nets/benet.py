@@ -179,9 +179,9 @@ class BENet(nn.Module):
     def __init__(self, config: BENetConfig) -> None:
         super().__init__()
         self.config = config
-        common = dict(attention=config.attention, attention_reduction=config.attention_reduction,
-                      bn_momentum=config.bn_momentum, attention_bias=config.published_biases)
-        head_options = dict(conv_bias=config.published_biases, deconv_from_backbone=config.deconv_from_backbone)
+        common = {"attention": config.attention, "attention_reduction": config.attention_reduction,
+                      "bn_momentum": config.bn_momentum, "attention_bias": config.published_biases}
+        head_options = {"conv_bias": config.published_biases, "deconv_from_backbone": config.deconv_from_backbone}
         self.backbone = HRNetBackbone(
             stem_channels=config.stem_channels,
             layer1_planes=config.layer1_planes,

@@ -28,8 +28,8 @@ import sys
 import threading
 import time
 from collections import deque
-from pathlib import Path
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -43,11 +43,11 @@ from rcl_interfaces.msg import (
     SetParametersResult,
 )
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
-from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, DurabilityPolicy
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CompressedImage, Image
 
-from emotion_perception.msg import PersonEmotion, PersonEmotions
 from emotion_perception.errors import quote_untrusted
+from emotion_perception.msg import PersonEmotion, PersonEmotions
 from emotion_perception.resources import find_resource
 from emotion_perception.ros.frame_slot import LatestFrameSlot
 from emotion_perception.ros.health import RecentOutcomes, assess

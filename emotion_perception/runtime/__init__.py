@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["load_predictor", "PersonPrediction", "Predictor", "BENetPredictor", "CAHFWPredictor", "top_labels"]
+__all__ = ["BENetPredictor", "CAHFWPredictor", "PersonPrediction", "Predictor", "load_predictor", "top_labels"]
 
 
 def __getattr__(name: str) -> Any:

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from emotion_perception.data.geometry import IMAGENET_MEAN_RGB, LetterboxParams, letterbox, letterbox_params
+from emotion_perception.data.geometry import LetterboxParams, letterbox, letterbox_params
 from emotion_perception.export.model_card import InputNormalisation, ModelCard
 
 

@@ -28,7 +28,7 @@ class _TqdmHandler(logging.Handler):
 
         try:
             tqdm.write(self.format(record))
-        except Exception:  # noqa: BLE001 - logging must never raise into training
+        except Exception:
             self.handleError(record)
 
 

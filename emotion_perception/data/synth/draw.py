@@ -85,7 +85,7 @@ def _distractors(canvas: np.ndarray, rng: np.random.Generator, horizon: int, cou
 
 
 def draw_plain(canvas: np.ndarray, rng: np.random.Generator) -> int:
-    height, width = canvas.shape[:2]
+    height, _width = canvas.shape[:2]
     horizon = int(rng.uniform(0.55, 0.7) * height)
     wall = hsv_color(rng.random(), rng.uniform(0.05, 0.22), rng.uniform(0.55, 0.85))
     vertical_gradient(canvas, 0, horizon, shade(wall, 1.05), shade(wall, 0.95))
