@@ -32,7 +32,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="which node to run (default benet; expression: real faces on real photos)")
     parser.add_argument("--bag", help="replay this rosbag2 instead of the demo recording")
     parser.add_argument("--frames", type=int, default=12, help="frames of the synthetic recording (default 12)")
-    parser.add_argument("--rate", type=float, default=3.0, help="replay rate in Hz (default 3: no drops on a 2-core CPU)")
+    parser.add_argument("--rate", type=float, default=3.0,
+                        help="replay rate in Hz (default 3: no drops on a 2-core CPU)")
     parser.add_argument("--backend", default=None, help="override the node's backend (auto|tensorrt|onnxruntime|torch)")
     add_model_file(parser, f"{MODEL_FILE_HELP}: overrides the node's model_path (default: the demo model)",
                    required=False)
@@ -127,13 +128,14 @@ def main(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     node_name = f"{args.node}_node"
     try:
-        bag = Path(args.bag) if args.bag else (_demo_bag(args.frames) if args.node != "expression" else _real_photo_bag())
+        bag = Path(args.bag) if args.bag else (_demo_bag(args.frames) if args.node != "expression"
+                                               else _real_photo_bag())
     except FileNotFoundError as err:
         print(f"error: {err}")
         return 2
     try:
         frames = list(read_image_bag(bag))
-        images = {}
+        images: dict[int, np.ndarray] = {}
         for frame in frames:
             _, rgb = decode_frame(frame)
             images[len(images)] = rgb
@@ -163,7 +165,8 @@ def main(args: argparse.Namespace) -> int:
         except (RuntimeError, TimeoutError) as err:
             print(f"{node_name} did not come up: {err}\n--- node log ---\n{log.read_text()}")
             return 1
-        print(f"replaying {len(loaded)} frames from {bag} at {args.rate:g} Hz; /emotions as a dialogue stack sees it:\n")
+        print(f"replaying {len(loaded)} frames from {bag} at {args.rate:g} Hz; "
+              "/emotions as a dialogue stack sees it:\n")
         result = replayer.play(loaded, rate_hz=args.rate, settle_s=10.0, node=node)
     finally:
         node.stop()
@@ -180,12 +183,14 @@ def main(args: argparse.Namespace) -> int:
 
     if annotated:
         height, width = annotated[0].shape[:2]
-        writer = cv2.VideoWriter(str(out / "demo.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), max(args.rate, 1.0), (width, height))
+        writer = cv2.VideoWriter(str(out / "demo.mp4"), cv2.VideoWriter.fourcc(*"mp4v"), max(args.rate, 1.0),
+                                 (width, height))
         for image in annotated:
             writer.write(cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
         writer.release()
         columns = 3
-        tiles = [cv2.resize(image, (width // 2, height // 2), interpolation=cv2.INTER_AREA) for image in annotated[:6 if args.node == "benet" else 9]]
+        tiles = [cv2.resize(image, (width // 2, height // 2), interpolation=cv2.INTER_AREA)
+                 for image in annotated[:6 if args.node == "benet" else 9]]
         while len(tiles) % columns:
             tiles.append(np.zeros_like(tiles[0]))
         rows = [np.concatenate(tiles[i:i + columns], axis=1) for i in range(0, len(tiles), columns)]
@@ -193,7 +198,8 @@ def main(args: argparse.Namespace) -> int:
 
     latency = result.latency_summary()
     print(f"\n{result.received}/{result.sent} frames answered, {result.dropped} dropped; end-to-end latency "
-          f"p50 {latency['p50']:.0f} ms, p90 {latency['p90']:.0f} ms (node CPU {result.node_usage.cpu_percent:.0f}% of a core)")
+          f"p50 {latency['p50']:.0f} ms, p90 {latency['p90']:.0f} ms "
+          f"(node CPU {result.node_usage.cpu_percent:.0f}% of a core)")
     if annotated:
         print(f"annotated strip: {out / 'demo_strip.png'}\nvideo: {out / 'demo.mp4'}")
     return 0 if result.received > 0 else 1

@@ -8,6 +8,7 @@ Three installs are supported, tried in this order:
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 
@@ -21,10 +22,9 @@ def share_directories() -> list[Path]:
     try:
         from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
 
-        try:
+        # OSError: AMENT_PREFIX_PATH unset (no ROS sourced)
+        with contextlib.suppress(PackageNotFoundError, OSError):
             candidates.append(Path(get_package_share_directory(PACKAGE)))
-        except (PackageNotFoundError, OSError):  # OSError: AMENT_PREFIX_PATH unset (no ROS sourced)
-            pass
     except ImportError:  # no ROS Python on this machine: fine, the other places remain
         pass
     if (_SOURCE_ROOT / "package.xml").is_file():

@@ -1,5 +1,6 @@
 """ros2 launch emotion_perception cahfw.launch.py [image_topic:=/camera/image_raw] [params_file:=...]
-[namespace:=...] [backend:=...] [device:=...] [model_path:=...] [publish_debug_image:=true] [autostart:=false] [face_detector:=cnn]
+[namespace:=...] [backend:=...] [device:=...] [model_path:=...] [publish_debug_image:=true] [autostart:=false]
+[face_detector:=cnn]
 
 Starts cahfw_node with config/cahfw.yaml; see emotion_perception_launch.py beside this file.
 """

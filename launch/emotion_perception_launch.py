@@ -24,7 +24,8 @@ PARAMETER_ARGUMENTS = {
         "device": ("device", "auto | cpu | cuda | cuda:N"),
         "model_path": ("model_path", "model file (.pt, .onnx or engine)"),
         "publish_debug_image": ("publish_debug_image", "true | false"),
-        "autostart": ("autostart", "true: configure + activate at start; false: wait unconfigured for lifecycle transitions"),
+        "autostart": ("autostart",
+                      "true: configure + activate at start; false: wait unconfigured for lifecycle transitions"),
     },
     "cahfw": {
         "backend": ("backend", "auto | tensorrt | onnxruntime | torch"),
@@ -32,15 +33,18 @@ PARAMETER_ARGUMENTS = {
         "model_path": ("model_path", "model file (.pt, .onnx or engine)"),
         "publish_debug_image": ("publish_debug_image", "true | false"),
         "face_detector": ("face_detector", "mtcnn | hog | cnn | auto"),
-        "autostart": ("autostart", "true: configure + activate at start; false: wait unconfigured for lifecycle transitions"),
+        "autostart": ("autostart",
+                      "true: configure + activate at start; false: wait unconfigured for lifecycle transitions"),
     },
     "expression": {
         "backend": ("backend", "auto | tensorrt | onnxruntime | torch"),
         "device": ("device", "auto | cpu | cuda | cuda:N"),
-        "model_path": ("model_path", "model file (.pt, .onnx or engine); empty: the installed face-expression model"),
+        "model_path": ("model_path",
+                       "model file (.pt, .onnx or engine); empty: the installed face-expression model"),
         "publish_debug_image": ("publish_debug_image", "true | false"),
         "face_detector": ("face_detector", "mtcnn | hog | cnn | auto"),
-        "autostart": ("autostart", "true: configure + activate at start; false: wait unconfigured for lifecycle transitions"),
+        "autostart": ("autostart",
+                      "true: configure + activate at start; false: wait unconfigured for lifecycle transitions"),
     },
 }
 BOOLEAN_PARAMETERS = {"publish_debug_image", "autostart"}
@@ -73,9 +77,11 @@ def node_launch_description(model_kind: str) -> LaunchDescription:
 
     return LaunchDescription([
         DeclareLaunchArgument("image_topic", default_value="/camera/image_raw",
-                              description="camera topic (sensor_msgs/Image; '<topic>/compressed' with input_transport compressed)"),
+                              description="camera topic (sensor_msgs/Image; '<topic>/compressed' "
+                                          "with input_transport compressed)"),
         DeclareLaunchArgument("params_file",
-                              default_value=PathJoinSubstitution([FindPackageShare("emotion_perception"), "config", f"{model_kind}.yaml"]),
+                              default_value=PathJoinSubstitution([FindPackageShare("emotion_perception"), "config",
+                                                                  f"{model_kind}.yaml"]),
                               description="parameters YAML"),
         DeclareLaunchArgument("namespace", default_value="", description="namespace of the node and its topics"),
         *(DeclareLaunchArgument(argument, default_value="", description=f"{text} (empty: the params file's value)")

@@ -38,7 +38,8 @@ def node_executables(prefix: Path) -> list[Path]:
     try:
         entry_points = metadata.distribution(PACKAGE).entry_points
     except metadata.PackageNotFoundError:
-        raise SystemExit(f"{PACKAGE} is not installed in this interpreter ({sys.executable}): pip install it first")
+        raise SystemExit(f"{PACKAGE} is not installed in this interpreter ({sys.executable}): "
+                         "pip install it first") from None
     names = sorted(ep.name for ep in entry_points if ep.group == "console_scripts" and ep.name.endswith("_node"))
     scripts = [prefix / "bin" / name for name in names]
     missing = [str(s) for s in scripts if not s.is_file()]
@@ -99,7 +100,8 @@ def install_layout(prefix: Path, source: Path, link: bool) -> list[Path]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--prefix", type=Path, default=Path(sys.prefix), help="install prefix (default: this interpreter's)")
+    parser.add_argument("--prefix", type=Path, default=Path(sys.prefix),
+                        help="install prefix (default: this interpreter's)")
     parser.add_argument("--source", type=Path, default=Path(__file__).resolve().parents[1], help="the source checkout")
     parser.add_argument("--link", action="store_true", help="symlink share/ items into the checkout instead of copying")
     args = parser.parse_args(argv)

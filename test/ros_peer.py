@@ -99,7 +99,8 @@ class Peer:
 
         client = self.node.create_client(SetParameters, f"/{node_name}/set_parameters")
         assert self.spin_until(client.service_is_ready, 30.0), "parameter service not available"
-        request = SetParameters.Request(parameters=[Parameter(k, value=v).to_parameter_msg() for k, v in values.items()])
+        request = SetParameters.Request(
+            parameters=[Parameter(k, value=v).to_parameter_msg() for k, v in values.items()])
         future = client.call_async(request)
         assert self.spin_until(future.done, 30.0)
         return future.result().results

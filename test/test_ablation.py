@@ -119,11 +119,13 @@ def test_seed_override_reaches_the_recipe() -> None:
     args = parser.parse_args(["benet", "--config", str(REPO / "config" / "train_benet_lite_256_adam_lr1e-3_light.yaml"),
                               "--seed", "7"])
     assert cli.recipe_with_overrides(args)["seed"] == 7
-    args = parser.parse_args(["benet", "--config", str(REPO / "config" / "train_benet_lite_256_adam_lr1e-3_light.yaml")])
+    args = parser.parse_args(["benet", "--config",
+                              str(REPO / "config" / "train_benet_lite_256_adam_lr1e-3_light.yaml")])
     assert cli.recipe_with_overrides(args)["seed"] == 0
 
 
-@pytest.mark.parametrize("script, override", [("ablation_benet_heads.sh", "--heads"), ("ablation_cahfw.sh", "--variant")])
+@pytest.mark.parametrize("script, override",
+                         [("ablation_benet_heads.sh", "--heads"), ("ablation_cahfw.sh", "--variant")])
 def test_ablation_scripts_train_one_existing_recipe_with_an_override(script: str, override: str) -> None:
     import re
 

@@ -37,9 +37,9 @@ def evaluated(synth_root: Path, tmp_path_factory) -> tuple[Path, Path]:
     from emotion_perception.cli import main
 
     run_dir = tmp_path_factory.mktemp("run")
-    values = {**load_recipe(REPO / "config" / "train_benet_paper_512_adam_lr1e-3.yaml"), "preset": "tiny", "data_root": str(synth_root),
-              "batch_size": 4, "workers": 0, "epochs": 2, "max_train_images": 8, "max_val_images": 2,
-              "augmentation": "modes_only"}
+    values = {**load_recipe(REPO / "config" / "train_benet_paper_512_adam_lr1e-3.yaml"), "preset": "tiny",
+              "data_root": str(synth_root), "batch_size": 4, "workers": 0, "epochs": 2, "max_train_images": 8,
+              "max_val_images": 2, "augmentation": "modes_only"}
     TB.train_benet(values, argparse.Namespace(out=run_dir, device="cpu", config="test"))
     out = tmp_path_factory.mktemp("eval")
     code = main(["eval", "benet", "--model", str(run_dir / "best.pt"), "--data", str(synth_root),
@@ -188,7 +188,8 @@ def test_scores_are_read_where_the_protocols_say(evaluated: tuple[Path, Path], s
         bx1, by1, bx2, by2 = saved["gt_boxes"][person]
         crop = image[int(np.floor(by1)):int(np.ceil(by2)), int(np.floor(bx1)):int(np.ceil(bx2))]
         crop_scale = min(size / crop.shape[1], size / crop.shape[0])
-        cw, ch = min(size, max(1, round(crop.shape[1] * crop_scale))), min(size, max(1, round(crop.shape[0] * crop_scale)))
+        cw, ch = (min(size, max(1, round(crop.shape[1] * crop_scale))),
+                  min(size, max(1, round(crop.shape[0] * crop_scale))))
         view = np.empty((size, size, 3), np.uint8)
         view[:] = (124, 116, 104)
         interpolation = cv2.INTER_AREA if crop_scale < 1 else cv2.INTER_LINEAR

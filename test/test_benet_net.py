@@ -222,11 +222,12 @@ def test_paper_heads_structure(paper_meta: BENet) -> None:
             assert final[-1].out_channels == k
         deconv = head.deconv[0]
         assert isinstance(deconv, nn.ConvTranspose2d)
-        assert (deconv.in_channels, deconv.out_channels, deconv.kernel_size, deconv.stride) == (32 + k, 32, (4, 4), (2, 2))
+        assert ((deconv.in_channels, deconv.out_channels, deconv.kernel_size, deconv.stride)
+                == (32 + k, 32, (4, 4), (2, 2)))
     for classifier in (paper_meta.person_centric_head, paper_meta.background_head):
         assert [b.out_channels for b in classifier.branch_blocks] == [32, 64, 128, 256]
         linears = [m for m in classifier.classifier if isinstance(m, nn.Linear)]
-        assert [(l.in_features, l.out_features) for l in linears] == [(128, 64), (64, 26)]
+        assert [(linear.in_features, linear.out_features) for linear in linears] == [(128, 64), (64, 26)]
     assert paper_meta.vad_head is None  # the paper has no continuous head
 
 
@@ -296,7 +297,8 @@ def test_inference_forward_does_not_touch_training_heads() -> None:
 
 
 def test_heads_can_be_switched_off() -> None:
-    model = create_model("benet", "tiny", vad_head=False, person_centric_head=False, background_head=False, attention=False)
+    model = create_model("benet", "tiny", vad_head=False, person_centric_head=False, background_head=False,
+                         attention=False)
     out = model(torch.randn(2, 3, 64, 64), heads="all")
     assert set(out) == {"heatmap_4", "heatmap_2", "size_4", "size_2", "emotions_4", "emotions_2"}
     assert not any(isinstance(m, AttentionBlock) for m in model.modules())

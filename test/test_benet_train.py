@@ -200,13 +200,14 @@ def test_two_process_ddp_run_through_torchrun(synth_root: Path, tmp_path: Path) 
     command = [
         sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
         f"--master_port={_free_port()}", "-m", "emotion_perception.cli", "train", "benet",
-        "--config", str(CONFIG / "train_benet_paper_512_adam_lr1e-3.yaml"), "--data", str(synth_root), "--preset", "tiny",
+        "--config", str(CONFIG / "train_benet_paper_512_adam_lr1e-3.yaml"), "--data", str(synth_root),
+        "--preset", "tiny",
         "--epochs", "1", "--batch-size", "2", "--max-steps", "2", "--workers", "0", "--device", "cpu",
         "--out", str(out),
     ]
     recipe = tmp_path / "ddp.yaml"
-    recipe.write_text(f"base: {CONFIG / 'train_benet_paper_512_adam_lr1e-3.yaml'}\nmax_train_images: 8\nmax_val_images: 2\n"
-                      "augmentation: modes_only\n")
+    recipe.write_text(f"base: {CONFIG / 'train_benet_paper_512_adam_lr1e-3.yaml'}\n"
+                      "max_train_images: 8\nmax_val_images: 2\naugmentation: modes_only\n")
     command[command.index(str(CONFIG / "train_benet_paper_512_adam_lr1e-3.yaml"))] = str(recipe)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=240)
@@ -226,7 +227,8 @@ def test_train_cahfw_dispatches(tmp_path: Path) -> None:
     write_caer_dataset(tmp_path / "caer", 16, seed=2,
                        config=dataclasses.replace(CAER_SYNTH_PRESETS["caer"], width=64, height=64), progress=False)
     recipe = tmp_path / "cahfw.yaml"
-    recipe.write_text(f"base: {CONFIG / 'train_cahfw_paper_224_sgd_lr1e-2_cos_flood0.05.yaml'}\npreset: tiny\nbatch_size: 4\nworkers: 0\nmax_steps: 2\n")
+    recipe.write_text(f"base: {CONFIG / 'train_cahfw_paper_224_sgd_lr1e-2_cos_flood0.05.yaml'}\n"
+                      "preset: tiny\nbatch_size: 4\nworkers: 0\nmax_steps: 2\n")
     assert main(["train", "cahfw", "--config", str(recipe), "--data", str(tmp_path / "caer"), "--epochs", "1",
                  "--out", str(tmp_path / "run"), "--device", "cpu"]) == 0
     final = load_checkpoint(tmp_path / "run" / "final.pt")

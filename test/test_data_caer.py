@@ -61,7 +61,7 @@ def test_detects_once_and_caches(caer_root: Path):
     test = load_caer(caer_root, "test", face_detector=detector, report=report, progress=False)
     assert detector.calls == 21 and len(test) == 21
     cache_path = caer_root / "CAER-S" / FACE_CACHE_NAME
-    lines = [l for l in cache_path.read_text().splitlines() if not l.startswith("#")]
+    lines = [line for line in cache_path.read_text().splitlines() if not line.startswith("#")]
     assert len(lines) == 21
     assert "test/Angry/0001.png,Anger,11.0,5.0,31.0,20.0" in lines
     assert "test/Angry/0000.png,Anger,,,," in lines
@@ -127,7 +127,8 @@ def test_synthetic_caer_loads_without_a_detector(tmp_path: Path):
                for split in ("train", "val", "test")}
     assert sum(len(v) for v in records.values()) == 35
     assert counts["test_images"] == len(records["test"])
-    face_colours = {tuple(s) for s in SKIN_TONES} | {tuple(blend(s, t, 0.6)) for s in SKIN_TONES for t in FACE_TINTS.values()}
+    face_colours = ({tuple(s) for s in SKIN_TONES}
+                    | {tuple(blend(s, t, 0.6)) for s in SKIN_TONES for t in FACE_TINTS.values()})
     labels = []
     for split_records in records.values():
         for record in split_records:

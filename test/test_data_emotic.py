@@ -101,7 +101,8 @@ def emotic_root(tmp_path: Path) -> Path:
     ])
     val = struct_array([
         image("v.jpg", "emodb_small/images", 200, 100, [
-            eval_person([0, 0, 50, 60], [(["Pain"], (2, 6, 3)), (["Pain", "Fear"], (3, 7, 2)), (["Sadness"], (1, 5, 1))],
+            eval_person([0, 0, 50, 60],
+                        [(["Pain"], (2, 6, 3)), (["Pain", "Fear"], (3, 7, 2)), (["Sadness"], (1, 5, 1))],
                         ["Pain", "Sadness"], (2.0, 6.0, 2.0)),
             # one annotator: squeeze_me gives a struct, not an array of structs
             eval_person([10, 10, 90, 90], [(["Surprise"], (6, 9, 5))], ["Surprise"], (6.0, 9.0, 5.0)),
@@ -223,7 +224,8 @@ def test_csv_export_groups_people_per_image(tmp_path: Path):
     root = tmp_path / "EMOTIC"
     # Image Size as the converter writes it: [n_row, n_col] = [height, width]
     write_csv(root / "emotic_pre" / "train.csv", [
-        ["mscoco/images", "a.jpg", "[200, 320]", "[10, 20, 300, 150]", "['Peace', 'Happiness']", "[7, 3, 6]", "Male", "Adult"],
+        ["mscoco/images", "a.jpg", "[200, 320]", "[10, 20, 300, 150]", "['Peace', 'Happiness']", "[7, 3, 6]",
+         "Male", "Adult"],
         ["framesdb/images", "b.jpg", "[80, 100]", "[1, 2, 30, 40]", "['Fatigue']", "[4, 2, 3]", "Female", "Kid"],
         ["mscoco/images", "a.jpg", "[200, 320]", "[-5, -8, 400, 260]", "['Anger']", "[]", "Female", "Teenager"],
         ["framesdb/images", "b.jpg", "[80, 100]", "[1, 2, 3, 4]", "[]", "[5, 5, 5]", "Male", "Adult"],
@@ -283,7 +285,8 @@ def test_writer_round_trip_through_the_reader(tmp_path: Path):
     splits = {
         "train": [EmoticImageAnnotation("1.jpg", "s", 100, 50, [person([1, 2, 90, 49], ["Peace"], [5, 6, 7])])],
         "val": [EmoticImageAnnotation("2.jpg", "s", 60, 60, [
-            person([0, 0, 10, 10], ["Pain", "Fear"], [2, 8, 2], annotators=[(["Pain"], [2, 8, 3]), (["Fear"], [3, 8, 1])]),
+            person([0, 0, 10, 10], ["Pain", "Fear"], [2, 8, 2],
+                   annotators=[(["Pain"], [2, 8, 3]), (["Fear"], [3, 8, 1])]),
             person([5, 5, 70, 20], ["Anger"], [1, 9, 9], annotators=[(["Anger"], [1, 9, 9])]),
         ])],
         "test": [],

@@ -174,7 +174,8 @@ def test_swapped_corners_are_reported_and_oversized_csv_fields_are_one_error(hec
     (record,) = load_heco(heco_root, report=report)
     np.testing.assert_array_equal(record.people[0].box, [10, 5, 60, 80])
     assert sum(count for reason, count in report.notes.items() if "swapped" in reason) == 1
-    write_labels(heco_root, [["a.jpg", 10, 5, 60, 80, "Happiness", 8, 6, 7], ["b" * 200_000, 0, 0, 1, 1, "Fear", 1, 1, 1]])
+    write_labels(heco_root, [["a.jpg", 10, 5, 60, 80, "Happiness", 8, 6, 7],
+                             ["b" * 200_000, 0, 0, 1, 1, "Fear", 1, 1, 1]])
     with pytest.raises(AnnotationError) as err:
         load_heco(heco_root)
     assert err.value.field_name == "line 3" and "field larger than field limit" in str(err.value)

@@ -72,7 +72,8 @@ def test_upsampling_is_bilinear_half_pixel() -> None:
     torch.testing.assert_close(merged["size"][0, 0, 0], torch.tensor([0.0, 1.0, 3.0, 4.0]) / 2)
 
 
-def _peaked_maps(peaks: list[tuple[int, int, float, float, float]], h: int = 16, w: int = 16) -> dict[str, torch.Tensor]:
+def _peaked_maps(peaks: list[tuple[int, int, float, float, float]], h: int = 16, w: int = 16
+                 ) -> dict[str, torch.Tensor]:
     """Merged maps with peaks (row, col, score, width, height) in 1/2-map pixels."""
     heat = torch.zeros(1, 1, h, w)
     size = torch.zeros(1, 2, h, w)
@@ -97,7 +98,8 @@ def test_decode_boxes_scores_and_letterbox() -> None:
     expected = [(x1 - 4) / 0.5, (y1 - 8) / 0.5, (x2 - 4) / 0.5, (y2 - 8) / 0.5]
     torch.testing.assert_close(out["boxes"][0, 0], torch.tensor(expected))
     # Peak (10, 12): centre (25, 21) input px, half size (2, 2).
-    torch.testing.assert_close(out["boxes"][0, 1], torch.tensor([(23 - 4) / 0.5, (19 - 8) / 0.5, (27 - 4) / 0.5, (23 - 8) / 0.5]))
+    torch.testing.assert_close(out["boxes"][0, 1],
+                               torch.tensor([(23 - 4) / 0.5, (19 - 8) / 0.5, (27 - 4) / 0.5, (23 - 8) / 0.5]))
     assert out["emotions"][0, 0].tolist() == pytest.approx([0.9, 0, 0, 0, 0])
     assert out["emotions"][0, 1].tolist() == pytest.approx([0, 0.9, 0, 0, 0])
     assert torch.isnan(out["vad"]).all()  # no VAD head -> NaN
@@ -128,7 +130,8 @@ def test_targets_decode_back_to_their_boxes() -> None:
     # to the annotated boxes within one 1/2-map pixel (2 input px), before and after letterboxing.
     boxes = torch.tensor([[10.0, 20.0, 50.0, 90.0], [70.0, 8.0, 120.0, 40.0]])
     batch = {"image": torch.zeros(1, 3, 96, 128), "boxes": [boxes], "labels": [torch.eye(E)[:2]],
-             "vad": [torch.tensor([[0.2, 0.4, 0.6], [0.9, 0.1, 0.5]])], "mode": ["det"], "image_label": torch.zeros(1, E)}
+             "vad": [torch.tensor([[0.2, 0.4, 0.6], [0.9, 0.1, 0.5]])], "mode": ["det"],
+             "image_label": torch.zeros(1, E)}
     targets = build_targets(batch, E)
     outputs = {}
     for stride in (4, 2):

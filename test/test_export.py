@@ -322,9 +322,11 @@ def test_tensorrt_engine_matches_onnxruntime(maps_export, tmp_path):
     from emotion_perception.export.tensorrt_build import ensure_engine, read_engine_record
     from emotion_perception.runtime.tensorrt_backend import TensorRTBackend
 
-    engine = ensure_engine(maps_export.onnx_path, tmp_path, "fp32", max_batch=2)
-    assert ensure_engine(maps_export.onnx_path, tmp_path, "fp32", max_batch=2) == engine  # cache hit
-    card, key = read_engine_record(engine)
+    # TF32 off: TensorRT's default TF32 rounds conv inputs to 10 mantissa bits, up to 7e-3 off an
+    # fp32 reference on this model; the parity check is of the graph, not of TF32.
+    engine = ensure_engine(maps_export.onnx_path, tmp_path, "fp32", max_batch=2, allow_tf32=False)
+    assert ensure_engine(maps_export.onnx_path, tmp_path, "fp32", max_batch=2, allow_tf32=False) == engine  # cache hit
+    card, _key = read_engine_record(engine)
     backend = TensorRTBackend(engine, card, "cuda:0")
     image = np.random.default_rng(0).standard_normal((2, 3, 64, 96)).astype(np.float32)
     reference = run_onnx_cpu(maps_export.onnx_path, ["image"], [image])

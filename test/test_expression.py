@@ -45,7 +45,8 @@ def face_api_package(tmp_path_factory):
         pytest.skip(f"{ARCHIVE} not found: run scripts/setup.sh")
     out = tmp_path_factory.mktemp("face_api")
     with tarfile.open(ARCHIVE, "r:gz") as tar:
-        members = [m for m in tar.getmembers() if m.name.startswith(("package/dist/face-api.esm.js", "package/model/face_expression"))]
+        members = [m for m in tar.getmembers()
+                   if m.name.startswith(("package/dist/face-api.esm.js", "package/model/face_expression"))]
         tar.extractall(out, members=members, filter="data")
     return out / "package"
 
@@ -90,7 +91,8 @@ def test_the_port_matches_face_api_own_runtime_on_real_faces(face_api_package, p
     ours = np.stack([predictor.classify_faces(crop, np.array([[0, 0, crop.shape[1], crop.shape[0]]]))[0]
                      for crop in crops])
     ours_in_face_api_order = ours[:, [CAER_CATEGORIES.index(FACE_API_TO_CAER[c]) for c in FACE_API_CLASSES]]
-    assert np.abs(ours_in_face_api_order - expected).max() < 1e-3, np.round(np.stack([ours_in_face_api_order, expected]), 4)
+    assert np.abs(ours_in_face_api_order - expected).max() < 1e-3, np.round(
+        np.stack([ours_in_face_api_order, expected]), 4)
 
 
 def _manifest(shapes: dict[str, tuple[int, ...]], quantise: set[str]) -> tuple[list, bytes]:
@@ -179,7 +181,8 @@ def test_the_model_card_says_what_it_is(predictor):
     assert card.model_name == "expression" and tuple(card.categories) == CAER_CATEGORIES
     assert card.trained_on.startswith("real:") and "does not name" in card.trained_on
     checkpoint = torch.load(MODELS / "face_expression.pt", weights_only=True)
-    assert checkpoint["provenance"]["package"] == "@vladmandic/face-api" and checkpoint["provenance"]["license"] == "MIT"
+    assert (checkpoint["provenance"]["package"] == "@vladmandic/face-api"
+            and checkpoint["provenance"]["license"] == "MIT")
 
 
 @needs_models

@@ -327,9 +327,9 @@ def test_training_starts_from_the_checkpoint(tiny_model, tmp_path: Path) -> None
     write_emotic_dataset(root, 6, seed=3, config=scenes, workers=1, progress=False)
     init = _save(fake_checkpoint(tiny_model, "higherhrnet", seed=8), tmp_path / "pose.pth")
     repo = Path(__file__).resolve().parents[1]
-    values = {**load_recipe(repo / "config" / "train_benet_paper_512_adam_lr1e-3.yaml"), "preset": "tiny", "data_root": str(root),
-              "batch_size": 2, "workers": 0, "max_train_images": 2, "max_val_images": 2, "epochs": 1,
-              "augmentation": "modes_only", "max_steps": 1, "init": str(init), "amp": False}
+    values = {**load_recipe(repo / "config" / "train_benet_paper_512_adam_lr1e-3.yaml"), "preset": "tiny",
+              "data_root": str(root), "batch_size": 2, "workers": 0, "max_train_images": 2, "max_val_images": 2,
+              "epochs": 1, "augmentation": "modes_only", "max_steps": 1, "init": str(init), "amp": False}
     run_dir = tmp_path / "run"
     TB.main(TB.parse_recipe(values, "test"), TB.RunOptions(run_dir=run_dir, device="cpu"))
     log = (run_dir / "train.log").read_text()

@@ -50,7 +50,8 @@ def test_ament_index_finds_the_package_in_a_fresh_interpreter_without_a_sourced_
 
 def test_share_entries_link_into_the_checkout_so_edits_are_live():
     # a symlink install, as the editable package: config edited in the checkout is what runs
-    assert (PREFIX / "share" / PACKAGE / "config" / "benet.yaml").resolve() == (ROOT / "config" / "benet.yaml").resolve()
+    assert ((PREFIX / "share" / PACKAGE / "config" / "benet.yaml").resolve()
+            == (ROOT / "config" / "benet.yaml").resolve())
     assert not (PREFIX / "share" / PACKAGE / "launch").is_symlink()  # os.walk (ros2launch) must enter it
     assert (PREFIX / "lib" / PACKAGE / "benet_node").resolve() == (PREFIX / "bin" / "benet_node").resolve()
 

@@ -36,7 +36,8 @@ class Launched:
 
     def __init__(self, args: list[str], env: dict[str, str], log: Path) -> None:
         self.log_path = log
-        self._log = open(log, "w", encoding="utf-8")
+        # Open for the process's whole life, closed by stop(): no with-block can span that.
+        self._log = open(log, "w", encoding="utf-8")  # noqa: SIM115
         self.process = subprocess.Popen([ROS2, *args], env=env, stdout=self._log, stderr=subprocess.STDOUT,
                                         start_new_session=True)
 

@@ -240,7 +240,8 @@ def test_routing_on_the_network() -> None:
     full = _routing_batch()
     config = BENetLossConfig(heads=frozenset({"det", "bu", "pc", "bg", "vad"}))
     for mode, trained, untouched in (
-        ("mask_all", "background_head", ("person_centric_head", "heatmap_head", "size_head", "emotion_head", "vad_head")),
+        ("mask_all", "background_head",
+         ("person_centric_head", "heatmap_head", "size_head", "emotion_head", "vad_head")),
         ("det", "heatmap_head", ("person_centric_head", "background_head", "emotion_head", "vad_head")),
         ("mask_subjects", "emotion_head", ("heatmap_head", "size_head", "person_centric_head", "background_head")),
     ):

@@ -89,7 +89,8 @@ def test_classification_metrics_equal_sklearn(seed: int) -> None:
     rng = np.random.default_rng(seed)
     y_true = rng.integers(0, 6, 50)  # class 6 never occurs in y_true
     y_pred = rng.integers(0, 7, 50)
-    np.testing.assert_array_equal(M.confusion_matrix(y_true, y_pred, 7), skm.confusion_matrix(y_true, y_pred, labels=range(7)))
+    np.testing.assert_array_equal(M.confusion_matrix(y_true, y_pred, 7),
+                                  skm.confusion_matrix(y_true, y_pred, labels=range(7)))
     assert M.accuracy(y_true, y_pred) == pytest.approx(skm.accuracy_score(y_true, y_pred))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -111,7 +112,8 @@ def _image(gt_boxes, det_boxes, det_scores, gt_labels=None, det_emotions=None) -
         gt_labels=np.zeros((len(gt_boxes), 2)) if gt_labels is None else np.asarray(gt_labels, dtype=np.float64),
         det_boxes=det_boxes,
         det_scores=np.asarray(det_scores, dtype=np.float64),
-        det_emotions=np.zeros((len(det_boxes), 2)) if det_emotions is None else np.asarray(det_emotions, dtype=np.float64),
+        det_emotions=(np.zeros((len(det_boxes), 2)) if det_emotions is None
+                      else np.asarray(det_emotions, dtype=np.float64)),
     )
 
 

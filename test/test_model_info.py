@@ -99,7 +99,8 @@ def test_meta_device_counts_equal_real_ones() -> None:
         meta = create_model("benet", "tiny").eval()
     a = profile_model(real, real.example_inputs(1))
     b = profile_model(meta, meta.example_inputs(1))
-    assert (a.macs, a.params, a.inference_params, a.output_shapes) == (b.macs, b.params, b.inference_params, b.output_shapes)
+    assert ((a.macs, a.params, a.inference_params, a.output_shapes)
+            == (b.macs, b.params, b.inference_params, b.output_shapes))
 
 
 def _head_conv_macs(pixels_4: int, channels: int, k: int, blocks: int) -> int:

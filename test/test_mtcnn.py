@@ -204,7 +204,8 @@ def test_missing_weights_give_one_clear_error(tmp_path):
 def test_corrupt_weights_give_one_clear_error(tmp_path):
     corrupt = tmp_path / "corrupt.pt"
     corrupt.write_bytes(b"not a torch file" * 10)
-    with pytest.raises(ValueError, match=r"corrupt\.pt.*not a readable torch checkpoint.*emotion_perception\.mtcnn/1") as info:
+    with pytest.raises(ValueError,
+                       match=r"corrupt\.pt.*not a readable torch checkpoint.*emotion_perception\.mtcnn/1") as info:
         MTCNNDetector(corrupt)
     assert info.value.__cause__ is None and info.value.__suppress_context__
 

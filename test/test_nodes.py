@@ -119,7 +119,8 @@ def test_benet_node_parameter_updates_apply_and_model_changes_are_rejected(benet
     assert not result.successful
     (result,) = peer.set_parameters("benet_node", {"model_path": "/tmp/other.pt"})
     assert not result.successful and "read-only" in result.reason.lower()
-    results = peer.set_parameters("benet_node", {"emotion_threshold": 0.0, "detection_threshold": 0.05, "max_people": 15})
+    results = peer.set_parameters("benet_node",
+                                  {"emotion_threshold": 0.0, "detection_threshold": 0.05, "max_people": 15})
     assert all(r.successful for r in results)
     out = peer.send_and_wait(peer.image(rgb, 1_700_000_600 * 10**9))
     assert out.people and all(len(p.labels) == 26 for p in out.people)  # every score >= 0
@@ -242,7 +243,8 @@ def test_expression_node_reads_the_astronaut_as_happy_and_says_what_it_was_train
         face = out.people[0]
         assert box_iou([(face.x_min, face.y_min, face.x_max, face.y_max)], [(165, 55, 255, 155)])[0, 0] > 0.5
         assert list(face.labels) == ["Happy"] and face.score >= 0.9
-        assert peer.spin_until(lambda: peer.latest_counters("/expression_node").get("trained_on", "").startswith("real:"), 10.0)
+        assert peer.spin_until(
+            lambda: peer.latest_counters("/expression_node").get("trained_on", "").startswith("real:"), 10.0)
         empty = peer.send_and_wait(peer.image(np.full((240, 320, 3), 90, np.uint8), 1_700_001_100 * 10**9))
         assert len(empty.people) == 0
     finally:

@@ -39,7 +39,8 @@ def test_predict_writes_the_documented_json_and_drawings(workspace, capsys):
     assert "scene0.png: 4 people" in printed and f"wrote {out}" in printed
     document = json.loads(out.read_text())
     model = document["model"]
-    assert (model["model_name"], model["backend"], model["device"], model["preset"]) == ("benet", "torch", "cpu", "tiny")
+    assert ((model["model_name"], model["backend"], model["device"], model["preset"])
+            == ("benet", "torch", "cpu", "tiny"))
     assert model["categories"] == list(EMOTIC_CATEGORIES) and model["has_vad"] is True
     assert document["settings"] == {"detection_threshold": 0.0, "max_people": 4, "flip_test": False}
     assert [image["path"] for image in document["images"]] == [str(p) for p in workspace["images"]]

@@ -76,7 +76,8 @@ def _pack_yuv422(rgb: np.ndarray, order: str) -> np.ndarray:
     return packed
 
 
-@pytest.mark.parametrize("encoding,order", [("yuv422", "uyvy"), ("uyvy", "uyvy"), ("yuv422_yuy2", "yuyv"), ("yuyv", "yuyv")])
+@pytest.mark.parametrize("encoding,order",
+                         [("yuv422", "uyvy"), ("uyvy", "uyvy"), ("yuv422_yuy2", "yuyv"), ("yuyv", "yuyv")])
 def test_yuv422_variants_decode_to_the_source_colours(encoding, order):
     # Pixel pairs share a colour, so 4:2:2 subsampling loses nothing but rounding; colours
     # stay inside the range that limited-range YUV represents without clipping.
@@ -293,7 +294,8 @@ def launch_api(monkeypatch) -> SimpleNamespace:
         }
         for name, module in stand_ins.items():
             monkeypatch.setitem(sys.modules, name, module)
-    spec = importlib.util.spec_from_file_location("emotion_perception_launch", ROOT / "launch" / "emotion_perception_launch.py")
+    spec = importlib.util.spec_from_file_location("emotion_perception_launch",
+                                                  ROOT / "launch" / "emotion_perception_launch.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     monkeypatch.setattr(module, "Node", _RecordedNode)
@@ -342,8 +344,10 @@ def test_launch_file_starts_its_node_with_the_params_file_and_remapped_image(lau
     # Parameter arguments left out: their default is empty and they override nothing.
     node, context = _launch(launch_api, description, _FIXED_ARGUMENTS)
     kwargs = node.kwargs
-    assert (kwargs["package"], kwargs["executable"], kwargs["name"]) == ("emotion_perception", f"{model}_node", f"{model}_node")
-    assert [_perform(p, context) if not isinstance(p, dict) else p for p in kwargs["parameters"]] == ["/tmp/params.yaml", {}]
+    assert ((kwargs["package"], kwargs["executable"], kwargs["name"])
+            == ("emotion_perception", f"{model}_node", f"{model}_node"))
+    assert ([_perform(p, context) if not isinstance(p, dict) else p for p in kwargs["parameters"]]
+            == ["/tmp/params.yaml", {}])
     assert _perform(kwargs["namespace"], context) == "robot"
     remapped = [(source, _perform(target, context)) for source, target in kwargs["remappings"]]
     assert remapped == [("image", "/cam/image"), ("image/compressed", "/cam/image/compressed")]
@@ -478,7 +482,8 @@ def test_slot_reopens_after_close_and_counts_a_stale_frame_as_dropped():
 def test_demo_output_quotes_the_frame_id_it_received():
     from emotion_perception.demo import _describe
 
-    header = SimpleNamespace(stamp=SimpleNamespace(sec=1, nanosec=0), frame_id="cam\n[ERROR] forged\x1b[2J" + "x" * 10_000)
+    header = SimpleNamespace(stamp=SimpleNamespace(sec=1, nanosec=0),
+                             frame_id="cam\n[ERROR] forged\x1b[2J" + "x" * 10_000)
     text = _describe(0, SimpleNamespace(header=header, people=[], categories=[]))
     assert "\n" not in text and "\x1b" not in text and len(text) < 300
     assert "frame_id 'camera'" in _describe(0, SimpleNamespace(header=SimpleNamespace(

@@ -285,8 +285,10 @@ def test_torch_and_numpy_preprocessing_agree(benet_ort):
 
 CPU_ONLY = Availability(cuda=False, tensorrt=False, onnxruntime_providers=("CPUExecutionProvider",))
 GPU_FULL = Availability(cuda=True, tensorrt=True,
-                        onnxruntime_providers=("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"))
-GPU_ORT = Availability(cuda=True, tensorrt=False, onnxruntime_providers=("CUDAExecutionProvider", "CPUExecutionProvider"))
+                        onnxruntime_providers=("TensorrtExecutionProvider", "CUDAExecutionProvider",
+                                               "CPUExecutionProvider"))
+GPU_ORT = Availability(cuda=True, tensorrt=False,
+                       onnxruntime_providers=("CUDAExecutionProvider", "CPUExecutionProvider"))
 GPU_TORCH = Availability(cuda=True, tensorrt=False, onnxruntime_providers=("CPUExecutionProvider",))
 
 
@@ -460,7 +462,8 @@ def test_wrong_inputs_are_named(benet_ort, benet_torch):
 def test_backend_outputs_are_named_like_the_card(benet_torch, benet_ort):
     image = torch.zeros(1, 3, 64, 96)
     for predictor in (benet_torch, benet_ort):
-        outputs = predictor.backend.infer({"image": image if predictor.backend.array_type == "torch" else image.numpy()})
+        outputs = predictor.backend.infer(
+            {"image": image if predictor.backend.array_type == "torch" else image.numpy()})
         assert tuple(outputs) == predictor.card.output_names
         assert tuple(outputs["emotions_2"].shape) == (1, 26, 32, 48)
 
@@ -527,7 +530,8 @@ def card_exports(tmp_path_factory):
     ("cahfw", {"input_size": [48, 48], "stride": 48}, "input_size"),
     ("cahfw", {"categories": lambda names: names[:3]}, "categories"),
 ])
-def test_a_model_card_that_does_not_describe_its_graph_is_refused_at_load(card_exports, tmp_path, model, changes, field):
+def test_a_model_card_that_does_not_describe_its_graph_is_refused_at_load(card_exports, tmp_path, model, changes,
+                                                                          field):
     from emotion_perception.export.model_card import ModelCardError
 
     bad = tmp_path / "bad.onnx"

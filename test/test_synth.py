@@ -91,7 +91,8 @@ def test_category_frequencies_match_the_rules(loaded: dict):
     for i, category in enumerate(SCENE.values()):
         p = expected(config.scene_probs, i + 1)
         with_scene = [bool(r.labels()[:, EMOTIC_CATEGORIES.index(category)].all()) for r in images]
-        none_or_all = [r.labels()[:, EMOTIC_CATEGORIES.index(category)].min() == r.labels()[:, EMOTIC_CATEGORIES.index(category)].max() for r in images]
+        none_or_all = [r.labels()[:, EMOTIC_CATEGORIES.index(category)].min()
+                       == r.labels()[:, EMOTIC_CATEGORIES.index(category)].max() for r in images]
         assert all(none_or_all), category  # a scene category holds for everyone in the image
         assert abs(np.mean(with_scene) - p) <= 4 * np.sqrt(p * (1 - p) / len(images)) + 0.02, category
     per_person = np.array([p.categories.sum() for p in people])

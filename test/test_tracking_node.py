@@ -37,7 +37,8 @@ def test_expression_node_keeps_each_face_id_when_they_swap_order_and_frames_drop
             out = peer.send_and_wait(peer.image(frame.image, base + (frame.index - 1) * 100_000_000), timeout=60.0)
             boxes = [(p.x_min, p.y_min, p.x_max, p.y_max) for p in out.people]
             overlap = box_iou([o.box for o in frame.objects], boxes) if boxes else None
-            assert overlap is not None and (overlap.max(axis=1) > 0.3).all(), f"frame {frame.index}: a face was not found"
+            assert overlap is not None and (overlap.max(axis=1) > 0.3).all(), (
+                f"frame {frame.index}: a face was not found")
             for lane in (0, 1):
                 match = out.people[int(overlap[lane].argmax())]
                 if match.id:  # empty: not confirmed yet (the first frames)

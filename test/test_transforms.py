@@ -346,8 +346,8 @@ def test_dataset_and_collate(records):
     assert batch["image_label"].shape == (3, 26)
     assert len(batch["boxes"]) == len(batch["labels"]) == len(batch["vad"]) == len(batch["mode"]) == 3
     assert batch["num_people"].tolist() == [len(b) for b in batch["boxes"]]
-    for b, l, v in zip(batch["boxes"], batch["labels"], batch["vad"]):
-        assert b.shape[1] == 4 and l.shape == (b.shape[0], 26) and v.shape == (b.shape[0], 3)
+    for b, labels, v in zip(batch["boxes"], batch["labels"], batch["vad"]):
+        assert b.shape[1] == 4 and labels.shape == (b.shape[0], 26) and v.shape == (b.shape[0], 3)
 
 
 def test_collate_normalises_with_imagenet_statistics(records):

@@ -104,7 +104,9 @@ def run_benchmark(
                 # One warm-up pass: first inferences allocate and compile; they are not measured.
                 replayer.play(loaded, rate_hz=5.0, count=min(5, count), node=node)
 
-                def play(rate: float) -> ReplayResult:
+                # Bound now (default arguments), not looked up when called: one combination's frames and node.
+                def play(rate: float, loaded: list[tuple[Any, Any]] = loaded, count: int = count,
+                         node: NodeProcess = node) -> ReplayResult:
                     return replayer.play(loaded, rate_hz=rate, count=count, node=node)
 
                 for iteration in range(iterations):
@@ -114,7 +116,8 @@ def run_benchmark(
                         peak, results = peak_search(play, *sweep_range, steps=4)
                         for result in results:
                             report["runs"].append(run_record(result, combination, iteration) | {"sweep": True})
-                        report["peaks"].append({"label": combination.label, "iteration": iteration, "peak_rate_hz": peak})
+                        report["peaks"].append({"label": combination.label, "iteration": iteration,
+                                                "peak_rate_hz": peak})
             finally:
                 code = node.stop()
                 if code not in (0, -2, 130, None):
@@ -171,10 +174,12 @@ def format_table(report: dict[str, Any]) -> str:
             f"{run['node_rss_peak_mb']:>6.0f}"
         )
     for peak in report.get("peaks", []):
-        lines.append(f"peak {peak['label']} (iteration {peak['iteration']}): {peak['peak_rate_hz']:.1f} Hz with <= 5% loss")
+        lines.append(f"peak {peak['label']} (iteration {peak['iteration']}): "
+                     f"{peak['peak_rate_hz']:.1f} Hz with <= 5% loss")
     header_info = report["header"]
     lines.insert(0, f"device: {header_info['cpu']} ({header_info['cores']} cores)"
-                    + (f", GPU {header_info['gpu']}" if header_info["gpu"] else "") + "; latencies in ms, end to end over DDS")
+                    + (f", GPU {header_info['gpu']}" if header_info["gpu"] else "")
+                    + "; latencies in ms, end to end over DDS")
     return "\n".join(lines)
 
 
@@ -219,14 +224,18 @@ def write_report(report: dict[str, Any], json_path: Path) -> None:
 # ---------------------------------------------------------------------------------- command line
 def add_arguments(parser) -> None:
     parser.add_argument("--bag", action="append", required=True,
-                        help="rosbag2 to replay (sqlite3 or MCAP; Image or CompressedImage); repeat for side-by-side runs")
+                        help="rosbag2 to replay (sqlite3 or MCAP; Image or CompressedImage); "
+                             "repeat for side-by-side runs")
     parser.add_argument("--node", default="benet", help="node(s) under test, comma-separated: benet,cahfw")
-    parser.add_argument("--backends", default="auto", help="backend(s), comma-separated: auto,torch,onnxruntime,tensorrt")
+    parser.add_argument("--backends", default="auto",
+                        help="backend(s), comma-separated: auto,torch,onnxruntime,tensorrt")
     mode = parser.add_mutually_exclusive_group(required=True)
     mode.add_argument("--rate", help="fixed playback rate(s) in Hz, comma-separated, e.g. 10,30,60")
-    mode.add_argument("--sweep", action="store_true", help="peak-throughput search: highest rate losing <= 5%% of frames")
+    mode.add_argument("--sweep", action="store_true",
+                      help="peak-throughput search: highest rate losing <= 5%% of frames")
     parser.add_argument("--iterations", type=int, default=1, help="repeat every measurement (default 1)")
-    parser.add_argument("--frames", type=int, default=None, help="frames per run (cycling through the bag; default: the bag's length)")
+    parser.add_argument("--frames", type=int, default=None,
+                        help="frames per run (cycling through the bag; default: the bag's length)")
     parser.add_argument("--sweep-range", type=float, nargs=2, default=(2.0, 400.0), metavar=("LOW", "HIGH"))
     parser.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                         help="extra node parameter, e.g. --param device=cuda (repeatable)")

@@ -90,7 +90,8 @@ def write_image_bag(
             stamp_ns = START_NS + index * period_ns
             header = Header(stamp=Time(sec=stamp_ns // 10**9, nanosec=stamp_ns % 10**9), frame_id=frame_id)
             if compressed:
-                ok, encoded = cv2.imencode(".jpg" if compressed == "jpeg" else ".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+                ok, encoded = cv2.imencode(".jpg" if compressed == "jpeg" else ".png",
+                                           cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
                 if not ok:
                     raise ValueError(f"frame {index}: {compressed} encoding failed")
                 message = CompressedImage(header=header, format=compressed, data=encoded.reshape(-1))

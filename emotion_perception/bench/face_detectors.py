@@ -88,14 +88,16 @@ def load_truth(path: Path) -> dict[str, dict[str, Any]]:
         raise ValueError(f"{path}: not a readable JSON file ({err})") from None
     images = document.get("images") if isinstance(document, dict) else None
     if not isinstance(images, dict) or not images:
-        raise ValueError(f"{path}: expected {{\"images\": {{NAME: {{\"size\": [W, H], \"faces\": [[x1, y1, x2, y2], ...]}}}}}}")
+        raise ValueError(f"{path}: expected "
+                         f"{{\"images\": {{NAME: {{\"size\": [W, H], \"faces\": [[x1, y1, x2, y2], ...]}}}}}}")
     truth = {}
     for name, entry in images.items():
         try:
             faces = np.asarray(entry["faces"], dtype=np.float64).reshape(-1, 4)
             width, height = (int(v) for v in entry["size"])
         except (KeyError, TypeError, ValueError) as err:
-            raise ValueError(f"{path}: image {name!r}: expected 'size' [W, H] and 'faces' [[x1, y1, x2, y2], ...] ({err})") from None
+            raise ValueError(f"{path}: image {name!r}: expected 'size' [W, H] and 'faces' "
+                             f"[[x1, y1, x2, y2], ...] ({err})") from None
         truth[name] = {"size": (width, height), "faces": faces}
     return truth
 

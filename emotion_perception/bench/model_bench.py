@@ -15,13 +15,14 @@ Three kinds of measurement (all after warm-up, wall-clock, device synchronised):
 Measurements that are compared with each other are ordered so that load from other processes
 on a shared machine skews them alike: people counts of one backend are taken in turns, call by
 call; backends in blocks ordered A B C then C B A (call-by-call turns across backends would let
-one runtime's spinning thread pool slow the next). Everything is printed as a table and written as JSON (``latency_ms`` {p50, p90, p99, mean},
-``fps``) with the device and software versions.
+one runtime's spinning thread pool slow the next). Everything is printed as a table and written
+as JSON (``latency_ms`` {p50, p90, p99, mean}, ``fps``) with the device and software versions.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import platform
@@ -29,9 +30,12 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from emotion_perception.cli_options import MODEL_FILE_HELP, PRESET_HELP, add_batch_size, add_device, parse_preset
+
+if TYPE_CHECKING:
+    import torch
 
 LOGGER = logging.getLogger(__name__)
 CAMERA_SIZE = (480, 640)  # (H, W) of the synthetic camera frames of the pipeline measurements
@@ -62,7 +66,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="weights seed (presets) and scene seed")
     parser.add_argument("--peak-gmacs", type=float, default=DEFAULT_PEAK_GMACS,
                         help="CPU peak GMAC/s for the floor ratio (default: 2 cores at ~111 GMAC/s each)")
-    parser.add_argument("--face-detector", choices=("mtcnn", "hog", "cnn"), default="hog", help="CAHFW-Net face detector")
+    parser.add_argument("--face-detector", choices=("mtcnn", "hog", "cnn"), default="hog",
+                        help="CAHFW-Net face detector")
     parser.add_argument("--cache-dir", type=Path, help="where exported/quantised models are cached")
     parser.add_argument("--json", type=Path, help="write the results to this JSON file")
 
@@ -161,8 +166,8 @@ def environment_info() -> dict[str, Any]:
     from emotion_perception.runtime.onnxruntime_backend import physical_cores
 
     versions = {"python": platform.python_version()}
-    for package in ("torch", "onnxruntime", "onnxruntime-gpu", "onnx", "onnxslim", "tensorrt", "numpy", "opencv-python-headless",
-                    "dlib", "dlib-bin"):
+    for package in ("torch", "onnxruntime", "onnxruntime-gpu", "onnx", "onnxslim", "tensorrt", "numpy",
+                    "opencv-python-headless", "dlib", "dlib-bin"):
         try:
             versions[package] = importlib.metadata.version(package)
         except importlib.metadata.PackageNotFoundError:
@@ -231,7 +236,9 @@ def model_macs(model_path: Path, input_size: tuple[int, int] | None) -> float | 
     if detect_model_kind(model_path) != "checkpoint":
         return None
     model, _ = load_model_from_checkpoint(model_path)
-    return profile_model(model, model.example_inputs(1, input_size)).gmacs
+    # Every registered model has example_inputs (nets.factory's contract); nn.Module's type cannot say so.
+    example_inputs = cast("Callable[..., tuple[torch.Tensor, ...]]", model.example_inputs)
+    return profile_model(model, example_inputs(1, input_size)).gmacs
 
 
 # --------------------------------------------------------------------------- the benchmark
@@ -286,7 +293,7 @@ def measure_models(predictors: Sequence[Any], label: str, batch: int, iterations
             if count == 0:
                 continue
             backend = predictors[index].backend
-            samples[index].extend(time_calls(lambda b=backend, f=feeds[index]: b.infer(f), backend.synchronize,
+            samples[index].extend(time_calls(functools.partial(backend.infer, feeds[index]), backend.synchronize,
                                              count, warmup))
     results = []
     for index, predictor in enumerate(predictors):
@@ -295,7 +302,8 @@ def measure_models(predictors: Sequence[Any], label: str, batch: int, iterations
         results.append(Measurement(
             "model", input_size=(int(shape[2]), int(shape[3])), batch=batch, latency_ms=stats,
             fps=batch * 1000.0 / stats["mean"], iterations=len(samples[index]),
-            notes={"with_decode": predictor.card.with_decode, **predictor.backend.details}, **_common(predictor, label)))
+            notes={"with_decode": predictor.card.with_decode, **predictor.backend.details},
+            **_common(predictor, label)))
     return results
 
 
@@ -313,8 +321,9 @@ def measure_people(predictor: Any, label: str, people: Sequence[int], iterations
     results = []
     if predictor.card.model_name == "benet":
         top = max(people)
-        calls = {count: (lambda s=scene: predictor.predict(s.image, detection_threshold=0.0, max_people=top),
-                         backend.synchronize) for count, scene in scenes.items()}
+        calls: dict[int, tuple[Callable[[], Any], Callable[[], None]]] = {
+            count: (functools.partial(predictor.predict, scene.image, detection_threshold=0.0, max_people=top),
+                    backend.synchronize) for count, scene in scenes.items()}
         samples = time_interleaved(calls, iterations, warmup)
         for count, scene in scenes.items():
             image, _ = predictor.preprocess(scene.image)
@@ -330,15 +339,16 @@ def measure_people(predictor: Any, label: str, people: Sequence[int], iterations
     detector = predictor.face_detector
     for count, scene in scenes.items():
         faces_found = len(detector.detect(scene.image))
-        det_samples = time_calls(lambda s=scene: detector.detect(s.image), lambda: None, max(3, iterations // 4), 1)
+        det_samples = time_calls(functools.partial(detector.detect, scene.image), lambda: None,
+                                 max(3, iterations // 4), 1)
         det_stats = latency_stats(det_samples)
         results.append(Measurement(
             "face_detection", input_size=CAMERA_SIZE, batch=1, latency_ms=det_stats, fps=1000.0 / det_stats["mean"],
             iterations=len(det_samples), people=count,
             notes={"detector": getattr(detector, "method", type(detector).__name__), "faces_found": faces_found},
             **_common(predictor, label)))
-    calls = {count: (lambda s=scene, n=count: predictor.classify_faces(s.image, s.face_boxes[:n]), backend.synchronize)
-             for count, scene in scenes.items()}
+    calls = {count: (functools.partial(predictor.classify_faces, scene.image, scene.face_boxes[:count]),
+                     backend.synchronize) for count, scene in scenes.items()}
     samples = time_interleaved(calls, iterations, warmup)
     for count in scenes:
         stats = latency_stats(samples[count])
@@ -383,7 +393,8 @@ def summarise(results: Sequence[Measurement], gmacs: float | None, peak_gmacs: f
         for (backend, precision), by_people in groups.items():
             if len(by_people) >= 2:
                 low, high = min(by_people), max(by_people)
-                summary[f"{kind}_latency_ratio_{high}_vs_{low}_people[{backend},{precision}]"] = by_people[high] / by_people[low]
+                key = f"{kind}_latency_ratio_{high}_vs_{low}_people[{backend},{precision}]"
+                summary[key] = by_people[high] / by_people[low]
     return summary
 
 

@@ -20,7 +20,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 
@@ -90,8 +90,10 @@ class NodeProcess:
         for name, value in parameters.items():
             value = str(value).lower() if isinstance(value, bool) else value
             args += ["-p", f"{name}:={value}"]
-        self._log = open(log_path, "w", encoding="utf-8") if log_path else subprocess.DEVNULL
-        self.process = subprocess.Popen(args, env=env, stdout=self._log, stderr=subprocess.STDOUT,
+        # The log stays open while the node runs; stop() closes it, so no context manager here.
+        self._log: IO[str] | None = open(log_path, "w", encoding="utf-8") if log_path else None  # noqa: SIM115
+        stdout = self._log if self._log is not None else subprocess.DEVNULL
+        self.process = subprocess.Popen(args, env=env, stdout=stdout, stderr=subprocess.STDOUT,
                                         start_new_session=True)
         self._cpu_start: tuple[float, float] | None = None
         self._rss_peak = 0.0
@@ -123,7 +125,7 @@ class NodeProcess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
-        if self._log is not subprocess.DEVNULL:
+        if self._log is not None:
             self._log.close()
         return self.process.returncode
 

@@ -35,11 +35,11 @@ def synthetic_frames(count: int, people: int | None = None, width: int = 640, he
 
     config = replace(EmoticSynthConfig(), width=width, height=height, unannotated_prob=0.0)
     for _ in range(count):
-        scene = generate_emotic_scene(rng, config)
-        frames.append(scene.image)
+        emotic_scene = generate_emotic_scene(rng, config)
+        frames.append(emotic_scene.image)
         notes.append({
-            "boxes": [np.round(p.box, 1).tolist() for p in scene.people],
-            "labels": [list(p.categories) for p in scene.people],
+            "boxes": [np.round(p.box, 1).tolist() for p in emotic_scene.people],
+            "labels": [list(p.categories) for p in emotic_scene.people],
         })
     return frames, notes
 
@@ -60,14 +60,16 @@ def photo_collage_frames(count: int, faces: int, photo: np.ndarray, face_box: tu
     side = max(x2 - x1, y2 - y1)
     cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
     crop_box = np.array([cx - side, cy - 0.9 * side, cx + side, cy + 1.5 * side])
-    crop_box = np.clip(np.round(crop_box), 0, [photo.shape[1], photo.shape[0], photo.shape[1], photo.shape[0]]).astype(int)
+    crop_box = np.clip(np.round(crop_box), 0,
+                       [photo.shape[1], photo.shape[0], photo.shape[1], photo.shape[0]]).astype(int)
     crop = photo[crop_box[1]:crop_box[3], crop_box[0]:crop_box[2]]
     face_in_crop = np.array([x1 - crop_box[0], y1 - crop_box[1], x2 - crop_box[0], y2 - crop_box[1]], np.float64)
     columns = int(np.ceil(np.sqrt(faces * width / height)))
     rows = int(np.ceil(faces / columns))
     tile_w, tile_h = width // columns, height // rows
     scale = min(tile_w / crop.shape[1], tile_h / crop.shape[0])
-    tile = cv2.resize(crop, (max(1, int(crop.shape[1] * scale)), max(1, int(crop.shape[0] * scale))), interpolation=cv2.INTER_AREA)
+    tile = cv2.resize(crop, (max(1, int(crop.shape[1] * scale)), max(1, int(crop.shape[0] * scale))),
+                      interpolation=cv2.INTER_AREA)
     rng = np.random.default_rng(seed)
     frames, notes = [], []
     for _ in range(count):

@@ -199,7 +199,8 @@ def ensure_face_boxes(
     if not missing:
         return cache
     detect = face_detector if face_detector is not None else _default_detector(detector)
-    header = None if cache_path.is_file() else f"CAER-S face boxes, detector={detector}, format relpath,label,x1,y1,x2,y2"
+    header = (None if cache_path.is_file()
+              else f"CAER-S face boxes, detector={detector}, format relpath,label,x1,y1,x2,y2")
     pending: list[tuple[str, str, np.ndarray | None]] = []
     try:
         for relpath, label in tqdm(missing, desc=f"face boxes ({detector})", unit="img", disable=not progress):
@@ -231,7 +232,8 @@ def split_train_val(
     if not 0.0 <= val_fraction < 1.0:
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
     rng = np.random.default_rng(seed)
-    train, val = [], []
+    train: list[tuple[str, int]] = []
+    val: list[tuple[str, int]] = []
     for label in range(len(CAER_CATEGORIES)):
         members = sorted(item for item in items if item[1] == label)
         order = rng.permutation(len(members))

@@ -94,7 +94,8 @@ def emotic_images_root(root: str | Path, annotations: Path) -> Path:
     """Folder that image paths (``<folder>/<filename>``) are relative to."""
     root = Path(root)
     if root.is_file():  # the annotation file was given directly: ROOT/Annotations/file
-        root = annotations.parent.parent if annotations.parent.name in ("Annotations", "emotic_pre") else annotations.parent
+        root = (annotations.parent.parent if annotations.parent.name in ("Annotations", "emotic_pre")
+                else annotations.parent)
     return root / IMAGES_DIRNAME
 
 
@@ -417,16 +418,19 @@ def read_emotic_csv(
         box = _literal(path, f"{where}: BBox", row["BBox"])
         if not (isinstance(box, (list, tuple)) and len(box) == 4
                 and all(isinstance(v, (int, float)) and math.isfinite(v) for v in box)):
-            raise AnnotationError(path, f"{where}: BBox", f"expected [x1, y1, x2, y2] finite numbers, got {row['BBox']!r}")
+            raise AnnotationError(path, f"{where}: BBox",
+                                  f"expected [x1, y1, x2, y2] finite numbers, got {row['BBox']!r}")
         categories = _literal(path, f"{where}: Categorical_Labels", row["Categorical_Labels"])
         if not isinstance(categories, (list, tuple)) or not all(isinstance(c, str) for c in categories):
-            raise AnnotationError(path, f"{where}: Categorical_Labels", f"expected a list of names, got {row['Categorical_Labels']!r}")
+            raise AnnotationError(path, f"{where}: Categorical_Labels",
+                                  f"expected a list of names, got {row['Categorical_Labels']!r}")
         for name in categories:
             if name not in EMOTIC_CATEGORY_INDEX:
                 raise AnnotationError(path, f"{where}: Categorical_Labels", f"unknown category {name!r}")
         continuous = _literal(path, f"{where}: Continuous_Labels", row["Continuous_Labels"])
         if not isinstance(continuous, (list, tuple)) or len(continuous) not in (0, 3):
-            raise AnnotationError(path, f"{where}: Continuous_Labels", f"expected [valence, arousal, dominance], got {row['Continuous_Labels']!r}")
+            raise AnnotationError(path, f"{where}: Continuous_Labels",
+                                  f"expected [valence, arousal, dominance], got {row['Continuous_Labels']!r}")
         vad = np.array(continuous, dtype=np.float64) if continuous else np.full(3, np.nan)
         if np.any(np.isfinite(vad) & ((vad < 1) | (vad > 10))):
             raise AnnotationError(path, f"{where}: Continuous_Labels", f"values {vad.tolist()} outside the 1..10 scale")
@@ -445,7 +449,8 @@ def read_emotic_csv(
             record = ImageRecord(path=image_path, width=int(width), height=int(height), people=[], split=split,
                                  source="emotic")
             grouped[image_path] = record
-        person = _make_person(box, categories, vad, gender, age, int(width), int(height), report, f"{path.name}:{where}")
+        person = _make_person(box, categories, vad, gender, age, int(width), int(height), report,
+                              f"{path.name}:{where}")
         if person is not None:
             record.people.append(person)
     records = []
@@ -472,7 +477,7 @@ class EmoticPersonAnnotation:
 
     body_bbox: Sequence[float]
     annotator_categories: list[list[str]]
-    annotator_vad: list[Sequence[float]]
+    annotator_vad: Sequence[Sequence[float]]
     combined_categories: list[str] | None = None
     combined_vad: Sequence[float] | None = None
     gender: str = ""
@@ -528,13 +533,12 @@ def write_emotic_mat(path: str | Path, splits: Mapping[str, Sequence[EmoticImage
             for person in image.people:
                 if len(person.annotator_categories) != len(person.annotator_vad) or not person.annotator_categories:
                     raise ValueError(f"{image.filename}: one categories list and one VAD per annotator are required")
-                combined = person.combined_categories is not None
                 categories = _mat_struct_array([{"categories": _mat_cell(c)} for c in person.annotator_categories])
                 continuous = _mat_struct_array([{n: float(v) for n, v in zip(VAD_FIELDS, vad)}
                                                 for vad in person.annotator_vad])
                 fields: dict[str, Any] = {"body_bbox": np.asarray(person.body_bbox, dtype=np.float64).reshape(1, 4),
                                           "annotations_categories": categories}
-                if combined:
+                if person.combined_categories is not None:
                     if person.combined_vad is None:
                         raise ValueError(f"{image.filename}: combined_vad is required with combined_categories")
                     fields["combined_categories"] = _mat_cell(person.combined_categories)

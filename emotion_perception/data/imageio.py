@@ -65,7 +65,8 @@ def check_encoded_size(data: bytes | bytearray | memoryview | np.ndarray, max_pi
                        source: str = "image") -> tuple[int, int]:
     """(width, height) from the header of encoded image bytes; ImageError when the format is
     not one of HEADER_FORMATS, the header gives no size, or width * height > ``max_pixels``."""
-    found = encoded_size(io.BytesIO(memoryview(np.frombuffer(data, dtype=np.uint8))))
+    # ndarray.data is the array's memoryview (numpy's stubs do not declare ndarray a Buffer on Python 3.11).
+    found = encoded_size(io.BytesIO(np.frombuffer(data, dtype=np.uint8).data))
     if found is None:
         raise ImageError(f"{source}: not a {', '.join(HEADER_FORMATS)} image with a readable size in its header "
                          "(other formats are refused: their size cannot be checked before decoding)")

@@ -77,7 +77,8 @@ class BENetTransformConfig:
     mode_probs: tuple[float, float, float, float] = (0.25, 0.25, 0.25, 0.25)
     # Pre-transformation rules of the public code (lib/dataset/transforms/transforms.py):
     mask_all_max_coverage: float = 0.4  # mask_all only when the boxes' summed area is at most this share of the image
-    extract_max_overlap: float = 0.4  # extract_subject: others may overlap the subject's box by at most this share (summed)
+    # extract_subject: others may overlap the subject's box by at most this share (summed)
+    extract_max_overlap: float = 0.4
     mask_subject_prob: float = 0.5  # mask_subjects: each person but one is masked with this probability ...
     mask_min_visible: float = 0.6  # ... unless a kept person's box would keep less than this share visible
     mask_fill: tuple[int, int, int] = (0, 0, 0)  # masked pixels: black, as the public code
@@ -299,7 +300,8 @@ def random_homography(rng: np.random.Generator, config: BENetTransformConfig, si
         matrix = affine @ matrix
         if config.perspective > 0:
             corners = np.array([[0, 0], [size, 0], [size, size], [0, size]], dtype=np.float32)
-            moved = corners + rng.uniform(-config.perspective, config.perspective, size=(4, 2)).astype(np.float32) * size
+            moved = (corners
+                     + rng.uniform(-config.perspective, config.perspective, size=(4, 2)).astype(np.float32) * size)
             matrix = cv2.getPerspectiveTransform(corners, moved).astype(np.float64) @ matrix
     return matrix
 
@@ -360,7 +362,8 @@ class BENetTransform:
     def __init__(self, config: BENetTransformConfig | None = None) -> None:
         self.config = config if config is not None else BENetTransformConfig()
         if self.config.size % self.config.stride:
-            raise ValueError(f"BENetTransformConfig.size {self.config.size} is not a multiple of stride {self.config.stride}")
+            raise ValueError(f"BENetTransformConfig.size {self.config.size} is not a multiple of stride "
+                             f"{self.config.stride}")
 
     def __call__(self, image: np.ndarray, boxes: np.ndarray, labels: np.ndarray, vad: np.ndarray,
                  rng: np.random.Generator) -> BENetSample:

@@ -157,7 +157,8 @@ def _cell(values: Sequence[float]) -> str:
 def markdown_table(rows: Sequence[AblationRow]) -> str:
     """Markdown table: per head set, mean ± half-range over seeds (percent) and each seed's BU mAP."""
     lines = [
-        "| heads | seeds | steps | BU mAP (GT centres) | BU mAP per seed | PC mAP | fusion mAP | detection AP | joint mAP |",
+        ("| heads | seeds | steps | BU mAP (GT centres) | BU mAP per seed | PC mAP | fusion mAP | detection AP "
+         "| joint mAP |"),
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:

@@ -27,7 +27,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
@@ -40,11 +40,21 @@ from emotion_perception.devices import select_device
 from emotion_perception.eval import metrics as M
 from emotion_perception.serialization import jsonable
 
+if TYPE_CHECKING:
+    from emotion_perception.nets.benet import BENetConfig
+
 LOGGER = logging.getLogger(__name__)
 
 
 def _category_names(num_emotions: int) -> list[str]:
-    return list(EMOTIC_CATEGORIES) if num_emotions == len(EMOTIC_CATEGORIES) else [f"category {i}" for i in range(num_emotions)]
+    if num_emotions == len(EMOTIC_CATEGORIES):
+        return list(EMOTIC_CATEGORIES)
+    return [f"category {i}" for i in range(num_emotions)]
+
+
+def _benet_config(model: torch.nn.Module) -> BENetConfig:
+    """A BENet's config (nn.Module's attribute lookup is typed Tensor | Module, hence the cast)."""
+    return cast("BENetConfig", model.config)
 
 
 def _subject_views(image_rgb: np.ndarray, boxes: np.ndarray, size: int) -> np.ndarray:
@@ -69,7 +79,7 @@ def _person_centric(model: torch.nn.Module, views: np.ndarray, device: torch.dev
     for start in range(0, len(views), batch_size):
         images = torch.from_numpy(normalize_image(views[start:start + batch_size])).to(device)
         scores.append(torch.sigmoid(model(images, heads="all")["person_centric"]).float().cpu().numpy())
-    return np.concatenate(scores) if scores else np.zeros((0, model.config.num_emotions), np.float32)
+    return np.concatenate(scores) if scores else np.zeros((0, _benet_config(model).num_emotions), np.float32)
 
 
 def _letterbox_tensor(params: Sequence[Any], device: torch.device) -> torch.Tensor:
@@ -119,7 +129,7 @@ def predict_benet(
     from emotion_perception.data.geometry import boxes_from_letterbox
     from emotion_perception.nets.decode import decode, read_at_centres
 
-    config = model.config
+    config = _benet_config(model)
     size = config.input_size[0]
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
                                          collate_fn=collate_benet)
@@ -151,8 +161,8 @@ def predict_benet(
             image_index += 1
 
     emotions = config.num_emotions
-    shapes = {"y_true": (-1, emotions), "y_bu": (-1, emotions), "y_pc": (-1, emotions), "gt_boxes": (-1, 4),
-              "det_boxes": (-1, 4), "det_emotions": (-1, emotions)}
+    shapes: dict[str, tuple[int, ...]] = {"y_true": (-1, emotions), "y_bu": (-1, emotions), "y_pc": (-1, emotions),
+                                          "gt_boxes": (-1, 4), "det_boxes": (-1, 4), "det_emotions": (-1, emotions)}
 
     def joined(key: str, dtype) -> np.ndarray:
         return np.concatenate(columns[key]).astype(dtype).reshape(shapes.get(key, (-1,)))
@@ -167,7 +177,8 @@ def predict_benet(
     )
 
 
-def benet_metrics(predictions: BENetPredictions, categories: Sequence[str], max_detections: int = 100) -> dict[str, Any]:
+def benet_metrics(predictions: BENetPredictions, categories: Sequence[str], max_detections: int = 100
+                  ) -> dict[str, Any]:
     """The three protocols' numbers (see the module docstring) from a split's predictions."""
 
     def ranking(y_score: np.ndarray) -> dict[str, Any]:
@@ -226,7 +237,7 @@ def evaluate_benet(
     model, state = load_model_from_checkpoint(checkpoint, map_location=run_device)
     if state["model_name"] != "benet":
         raise CheckpointError(checkpoint, "model_name", f"expected 'benet', got {state['model_name']!r}")
-    config = model.config
+    config = _benet_config(model)
     if records is None:
         from emotion_perception.data.datasets import load_benet_records
 
@@ -267,7 +278,8 @@ def evaluate_benet(
     if predictions.y_pc is not None:
         arrays["y_score_pc"] = predictions.y_pc
         arrays["y_score_fusion"] = M.fuse_scores(predictions.y_bu, predictions.y_pc).astype(np.float32)
-    np.savez(out_dir / "predictions.npz", **arrays)
+    # allow_pickle given (its default) so the stubs match **arrays to the arrays alone.
+    np.savez(out_dir / "predictions.npz", allow_pickle=True, **arrays)
     (out_dir / "metrics.json").write_text(json.dumps(jsonable(metrics), indent=1, allow_nan=False) + "\n")
 
     _plot_rankings(predictions, metrics, categories, split, out_dir)

@@ -19,7 +19,7 @@ import logging
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
@@ -31,6 +31,9 @@ from emotion_perception.data.report import ReadReport
 from emotion_perception.devices import select_device
 from emotion_perception.eval.metrics import accuracy, confusion_matrix, per_class_accuracy
 from emotion_perception.serialization import jsonable
+
+if TYPE_CHECKING:
+    from emotion_perception.nets.cahfw import CAHFWConfig
 
 # Dataset-reading settings taken from the checkpoint's train_config when present.
 _READER_DEFAULTS: dict[str, Any] = {"detector": "cnn", "no_face": "keep", "val_fraction": 0.1, "seed": 0}
@@ -96,7 +99,7 @@ def evaluate_cahfw(
     model, state = load_model_from_checkpoint(checkpoint, map_location=run_device)
     if state["model_name"] != "cahfw":
         raise CheckpointError(checkpoint, "model_name", f"expected 'cahfw', got {state['model_name']!r}")
-    config = model.config
+    config = cast("CAHFWConfig", model.config)  # nn.Module's attribute lookup is typed Tensor | Module
     train_config = state.get("train_config") or {}
     if not isinstance(train_config, dict):
         raise CheckpointError(checkpoint, "train_config", f"expected a dict, got {type(train_config).__name__}")

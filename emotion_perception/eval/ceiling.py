@@ -50,7 +50,8 @@ def cue_categories(data_root: Path, split: str, image_paths: Sequence[str]) -> l
     for image_path in image_paths:
         name = Path(image_path).name
         if name not in by_image:
-            raise ValueError(f"{CUES_FILE} has no '{split}' row for image {name}: predictions of another root or split?")
+            raise ValueError(f"{CUES_FILE} has no '{split}' row for image {name}: "
+                             "predictions of another root or split?")
         people.extend(names for _, names in sorted(by_image[name]))
     return people
 

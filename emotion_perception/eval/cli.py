@@ -1,4 +1,5 @@
-"""``emotion-perception eval {benet,cahfw,calibrate,ceiling,tracking,ablation}``: a checkpoint's paper metrics, predictions and plots.
+"""``emotion-perception eval {benet,cahfw,calibrate,ceiling,tracking,ablation}``: a checkpoint's paper metrics,
+predictions and plots.
 
 Only argparse at module level; the evaluation modules are imported when the command runs.
 """
@@ -52,20 +53,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     calibrate.add_argument("predictions", type=Path, help="predictions.npz of 'eval benet --split val'")
     calibrate.add_argument("--out", type=Path, required=True, help="thresholds JSON (for ship --label-thresholds)")
     ceiling = models.add_parser("ceiling", help="distance of synthetic-test predictions to the benchmark's ceiling",
-                                description="Cue-oracle ceiling of the synthetic scenes, and a model's mAP per cue kind "
-                                            "and per person height (eval/ceiling.py).")
+                                description="Cue-oracle ceiling of the synthetic scenes, and a model's mAP per cue "
+                                            "kind and per person height (eval/ceiling.py).")
     ceiling.add_argument("predictions", type=Path, help="predictions.npz of 'eval benet' on a synthetic root")
     ceiling.add_argument("--data", type=Path, required=True, help="the synthetic EMOTIC root (synth emotic --out)")
     ceiling.add_argument("--split", choices=("val", "test"), default="test", help="split of the predictions")
     ceiling.add_argument("--input-size", type=int, default=256, help="the network's input size (lite: 256)")
     ceiling.add_argument("--json", type=Path, default=None, metavar="FILE", help="also write the report as JSON")
     add_deprecated_alias(ceiling, "--out", "--json", "json", type=Path)
-    tracking = models.add_parser("tracking", help="IDF1, MOTA, ID switches, HOTA (TrackEval) and label flicker of a tracker's output",
-                                 description="Compare a tracker's MOTChallenge output with a sequence's gt/gt.txt (TrackEval's "
-                                             "HOTA, CLEAR and Identity metrics); with PRED.emotions.csv beside it, label flicker "
-                                             "from raw and smoothed scores.")
+    tracking = models.add_parser("tracking",
+                                 help="IDF1, MOTA, ID switches, HOTA (TrackEval) and label flicker of a tracker's "
+                                      "output",
+                                 description="Compare a tracker's MOTChallenge output with a sequence's gt/gt.txt "
+                                             "(TrackEval's HOTA, CLEAR and Identity metrics); with PRED.emotions.csv "
+                                             "beside it, label flicker from raw and smoothed scores.")
     tracking.add_argument("--gt", type=Path, required=True, help="the sequence folder (gt/gt.txt, seqinfo.ini)")
-    tracking.add_argument("--pred", type=Path, required=True, help="tracker output in the MOTChallenge format (emotion-perception track --out)")
+    tracking.add_argument("--pred", type=Path, required=True,
+                          help="tracker output in the MOTChallenge format (emotion-perception track --out)")
     tracking.add_argument("--json", type=Path, default=None, metavar="FILE", help="also write the figures as JSON")
     ablation = models.add_parser("ablation", help="table + figure of a BENet head ablation's evaluated runs",
                                  description="Summarise <heads>_s<seed> run folders (scripts/ablation_benet_heads.sh): "

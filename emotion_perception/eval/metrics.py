@@ -21,6 +21,7 @@ import contextlib
 import io
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -213,7 +214,9 @@ def detection_ap(images: Sequence[ImageDetections], max_detections: int = 100) -
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
-    image_entries, gt_entries, det_entries = [], [], []
+    image_entries: list[dict[str, Any]] = []
+    gt_entries: list[dict[str, Any]] = []
+    det_entries: list[dict[str, Any]] = []
     for image_id, image in enumerate(images, start=1):
         image_entries.append({"id": image_id})
         for box in xyxy_to_xywh(image.gt_boxes):

@@ -65,7 +65,8 @@ def plot_per_category_ap(
 
 
 def plot_pr_curves(
-    y_true: np.ndarray, y_score: np.ndarray, categories: Sequence[str], path: str | Path, title: str = "Precision-recall"
+    y_true: np.ndarray, y_score: np.ndarray, categories: Sequence[str], path: str | Path,
+    title: str = "Precision-recall",
 ) -> Path:
     """One small precision-recall panel per category, with its AP and positive count."""
     from emotion_perception.eval.metrics import per_category_ap
@@ -172,11 +173,12 @@ def plot_detection_example(
     fig, axes = plt.subplots(1, panels, figsize=(3.2 * panels, 3.4))
     axes[0].imshow(image_rgb)
     for box in np.asarray(gt_boxes).reshape(-1, 4):
-        axes[0].add_patch(Rectangle(box[:2], box[2] - box[0], box[3] - box[1], fill=False, edgecolor="lime",
-                                    linestyle="--", linewidth=1.2))
+        axes[0].add_patch(Rectangle((box[0], box[1]), box[2] - box[0], box[3] - box[1], fill=False,
+                                    edgecolor="lime", linestyle="--", linewidth=1.2))
     for rank, (box, score, emotions) in enumerate(zip(np.asarray(det_boxes).reshape(-1, 4), np.ravel(det_scores),
                                                       np.asarray(det_emotions))):
-        axes[0].add_patch(Rectangle(box[:2], box[2] - box[0], box[3] - box[1], fill=False, edgecolor="red", linewidth=1.5))
+        axes[0].add_patch(Rectangle((box[0], box[1]), box[2] - box[0], box[3] - box[1], fill=False,
+                                    edgecolor="red", linewidth=1.5))
         if rank >= max_labels:
             continue
         top = np.argsort(-emotions)[:2]
@@ -226,7 +228,8 @@ def plot_seed_bars(
             ax.annotate(f"{100 * np.mean(values):.1f}", (position, float(np.max(values))), textcoords="offset points",
                         xytext=(0, 4), ha="center", fontsize=7)
     if reference is not None:
-        ax.axhline(reference, color="gray", linestyle="--", linewidth=1, label=f"{reference_label} {100 * reference:.1f}")
+        ax.axhline(reference, color="gray", linestyle="--", linewidth=1,
+                   label=f"{reference_label} {100 * reference:.1f}")
     ax.set_xticks(range(len(groups)), groups)
     ax.set_ylabel(ylabel)
     top = max([float(np.max(v)) for values in series.values() for v in values if len(v)] + [reference or 0.0])

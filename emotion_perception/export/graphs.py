@@ -21,7 +21,7 @@ import dataclasses
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, cast
 
 import torch
 from torch import nn
@@ -42,7 +42,18 @@ EXPRESSION_INPUT_NAMES = ("face",)
 EXPRESSION_OUTPUT_NAMES = ("logits",)
 # face-api's input convention, (pixel - mean) / 255 (nets/expression.py).
 EXPRESSION_NORMALISATION = InputNormalisation(
-    mean=tuple(m / 255.0 for m in FACE_API_MEAN_RGB), std=(1.0, 1.0, 1.0), pixel_scale=1.0 / 255.0)
+    mean=(FACE_API_MEAN_RGB[0] / 255.0, FACE_API_MEAN_RGB[1] / 255.0, FACE_API_MEAN_RGB[2] / 255.0),
+    std=(1.0, 1.0, 1.0), pixel_scale=1.0 / 255.0)
+
+
+class RegisteredModel(Protocol):
+    """What every registered model exposes (nets/factory.py): its config and example inputs."""
+
+    config: Any  # a frozen dataclass of the model's family (registry config_class)
+
+    def example_inputs(
+        self, batch: int = 1, input_size: tuple[int, int] | None = None
+    ) -> tuple[torch.Tensor, ...]: ...
 
 
 def model_name_of(model: nn.Module) -> str:
@@ -78,7 +89,8 @@ class BENetMapsGraph(nn.Module):
     def __init__(self, net: nn.Module) -> None:
         super().__init__()
         self.net = net
-        self.output_names = benet_map_names(bool(net.config.vad_head))
+        config: Any = net.config  # BENetConfig (model_name_of checked it)
+        self.output_names = benet_map_names(bool(config.vad_head))
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
         outputs = self.net(image)
@@ -158,32 +170,35 @@ def build_deploy_graph(
     """
     name = model_name_of(model)
     model = model.eval()
+    # model_name_of found a registered config, so the model has the registry's interface.
+    registered = cast(RegisteredModel, model)
+    config = registered.config
     net: nn.Module = HalfPrecisionNet(model) if half else model
     device = next(model.parameters()).device
     if name == "cahfw":
         if with_decode:
             raise ValueError("--with-decode applies to BENet only (CAHFW-Net outputs class logits)")
-        if input_size is not None and tuple(input_size) != (model.config.input_size,) * 2:
+        if input_size is not None and tuple(input_size) != (config.input_size,) * 2:
             raise ValueError(
-                f"CAHFW-Net has a fixed input size {model.config.input_size}x{model.config.input_size}, "
+                f"CAHFW-Net has a fixed input size {config.input_size}x{config.input_size}, "
                 f"got {tuple(input_size)}"
             )
         axes = {n: {0: "batch"} for n in CAHFW_INPUT_NAMES + CAHFW_OUTPUT_NAMES}
         return DeployGraph(CAHFWGraph(net).eval(), CAHFW_INPUT_NAMES, CAHFW_OUTPUT_NAMES, axes,
-                           model.example_inputs(batch))
+                           registered.example_inputs(batch))
     if name == "expression":
         if with_decode:
             raise ValueError("--with-decode applies to BENet only (the expression model outputs class logits)")
-        if input_size is not None and tuple(input_size) != (model.config.input_size,) * 2:
-            raise ValueError(f"the expression model has a fixed input size {model.config.input_size}x"
-                             f"{model.config.input_size}, got {tuple(input_size)}")
+        if input_size is not None and tuple(input_size) != (config.input_size,) * 2:
+            raise ValueError(f"the expression model has a fixed input size {config.input_size}x"
+                             f"{config.input_size}, got {tuple(input_size)}")
         axes = {n: {0: "batch"} for n in EXPRESSION_INPUT_NAMES + EXPRESSION_OUTPUT_NAMES}
         return DeployGraph(ExpressionGraph(net).eval(), EXPRESSION_INPUT_NAMES, EXPRESSION_OUTPUT_NAMES, axes,
-                           model.example_inputs(batch))
-    size = tuple(model.config.input_size if input_size is None else input_size)
+                           registered.example_inputs(batch))
+    size = tuple(config.input_size if input_size is None else input_size)
     if len(size) != 2 or any(s <= 0 or s % BENET_STRIDE for s in size):
         raise ValueError(f"BENet input size must be (H, W), multiples of {BENET_STRIDE}; got {size}")
-    (image,) = model.example_inputs(batch, size)
+    (image,) = registered.example_inputs(batch, size)
     image_axes = {0: "batch", 2: "height", 3: "width"}
     if with_decode:
         module = BENetWithDecode(net, decode_config or DecodeConfig()).eval()
@@ -191,12 +206,12 @@ def build_deploy_graph(
         axes.update({n: {0: "batch"} for n in DECODE_OUTPUT_NAMES})
         return DeployGraph(module, DECODE_INPUT_NAMES, DECODE_OUTPUT_NAMES, axes,
                            (image, _example_letterbox(batch, device)))
-    module = BENetMapsGraph(net).eval()
+    maps = BENetMapsGraph(net).eval()
     axes = {"image": image_axes}
-    for out in module.output_names:
+    for out in maps.output_names:
         stride = out.rsplit("_", 1)[1]
         axes[out] = {0: "batch", 2: f"height_{stride}", 3: f"width_{stride}"}
-    return DeployGraph(module, ("image",), module.output_names, axes, (image,))
+    return DeployGraph(maps, ("image",), maps.output_names, axes, (image,))
 
 
 def matching_preset(name: str, config: Any) -> str | None:
@@ -221,7 +236,7 @@ def make_card(
 ) -> ModelCard:
     """The model card of an exported graph of ``model``."""
     name = model_name_of(model)
-    config = model.config
+    config = cast(RegisteredModel, model).config
     if name == "benet":
         categories = EMOTIC_CATEGORIES if config.num_emotions == len(EMOTIC_CATEGORIES) else tuple(
             f"emotion_{i}" for i in range(config.num_emotions)

@@ -61,7 +61,8 @@ def draw_scene(rng: np.random.Generator, num_people: int, height: int = 480, wid
         layout = draw.draw_figure(image, figure)
         cx, cy, r = layout.head
         person_boxes.append(np.clip(layout.box, 0, [width, height, width, height]).astype(np.float32))
-        face_boxes.append(np.array([max(0, cx - r), max(0, cy - r), min(width, cx + r), min(height, cy + r)], np.float32))
+        face_boxes.append(np.array([max(0, cx - r), max(0, cy - r), min(width, cx + r), min(height, cy + r)],
+                                   np.float32))
     empty = np.zeros((0, 4), np.float32)
     return Scene(image, np.stack(person_boxes) if person_boxes else empty,
                  np.stack(face_boxes) if face_boxes else empty.copy())
@@ -78,8 +79,8 @@ def benet_scene_inputs(
     inputs = []
     for _ in range(count):
         scene = draw_scene(rng, int(rng.integers(1, 13)), *image_size)
-        canvas, params = letterbox(scene.image, (width, height), card.stride)
-        feed = {"image": normalize_nchw(canvas)}
+        letterboxed, params = letterbox(scene.image, (width, height), card.stride)
+        feed = {"image": normalize_nchw(letterboxed)}
         if "letterbox" in card.input_names:
             feed["letterbox"] = np.array([[params.scale, params.pad_x, params.pad_y]], np.float32)
         inputs.append(feed)
@@ -89,7 +90,7 @@ def benet_scene_inputs(
 def cahfw_scene_inputs(card: ModelCard, count: int, seed: int = 0) -> list[dict[str, np.ndarray]]:
     """Face and context crops of synthetic people as CAHFW-Net graph inputs (batches of faces)."""
     rng = np.random.default_rng(seed)
-    inputs = []
+    inputs: list[dict[str, np.ndarray]] = []
     while len(inputs) < count:
         scene = draw_scene(rng, int(rng.integers(1, 7)), 480, 640)
         faces, contexts = faces_and_contexts(scene.image, scene.face_boxes, card.input_size[0])

@@ -14,9 +14,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from emotion_perception.data.geometry import IMAGENET_MEAN, IMAGENET_STD
@@ -205,9 +207,10 @@ def card_from_dict(values: Mapping[str, Any], source: str | Path = "<card>") -> 
     items = dict(values)
     try:
         norm = items.get("normalisation") or {}
-        items["normalisation"] = InputNormalisation(
-            **{k: tuple(v) if isinstance(v, list) else v for k, v in norm.items()}
-        )
+        if not isinstance(norm, Mapping):
+            raise TypeError(f"field 'normalisation': expected a JSON object, got {type(norm).__name__}")
+        norm_fields: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in norm.items()}
+        items["normalisation"] = InputNormalisation(**norm_fields)
         for key in ("categories", "input_names", "output_names", "input_size"):
             if key in items:
                 items[key] = tuple(items[key])
@@ -231,8 +234,14 @@ def sidecar_path(model_path: str | Path) -> Path:
 
 
 def write_sidecar(card: ModelCard, model_path: str | Path) -> Path:
+    """Write ``<model>.json`` beside, then rename: a reader never sees half a card."""
     path = sidecar_path(model_path)
-    path.write_text(card.to_json() + "\n", encoding="utf-8")
+    partial = path.with_name(f"{path.name}.partial-{os.getpid()}")
+    try:
+        partial.write_text(card.to_json() + "\n", encoding="utf-8")
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
     return path
 
 
@@ -279,6 +288,7 @@ def read_onnx_card(onnx_path: str | Path) -> ModelCard:
     onnx_path = Path(onnx_path)
     if not onnx_path.is_file():
         raise FileNotFoundError(f"{onnx_path}: ONNX model file not found")
+    onnx: ModuleType | None
     try:
         import onnx
     except ImportError:

@@ -95,7 +95,8 @@ def export_onnx(
     if opset < DEFAULT_OPSET:
         raise ValueError(f"opset must be >= {DEFAULT_OPSET}, got {opset}")
     if precision not in ("fp32", "fp16"):
-        raise ValueError(f"export_onnx: precision must be fp32 or fp16 (int8 is a quantisation step), got {precision!r}")
+        raise ValueError(f"export_onnx: precision must be fp32 or fp16 (int8 is a quantisation step), "
+                         f"got {precision!r}")
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     model = model.eval()
@@ -145,7 +146,8 @@ def run_torch_graph(graph: DeployGraph, inputs: Sequence[np.ndarray]) -> dict[st
     return {name: value.detach().cpu().numpy() for name, value in zip(graph.output_names, outputs)}
 
 
-def run_onnx_cpu(onnx_path: str | Path, input_names: Sequence[str], inputs: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
+def run_onnx_cpu(onnx_path: str | Path, input_names: Sequence[str],
+                 inputs: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
     """One ONNX Runtime CPU run (the reference runtime of the parity check)."""
     import onnxruntime as ort
 
@@ -165,7 +167,8 @@ def _max_diff(ref: np.ndarray, cand: np.ndarray) -> tuple[float, float]:
             float(np.max(np.abs(ref[finite]), initial=0.0)))
 
 
-def match_decoded_rows(ref_boxes: np.ndarray, cand_boxes: np.ndarray, tolerance: float = 1e-3) -> list[tuple[int, int, int]]:
+def match_decoded_rows(ref_boxes: np.ndarray, cand_boxes: np.ndarray,
+                       tolerance: float = 1e-3) -> list[tuple[int, int, int]]:
     """(image, reference row, candidate row) of decoded people found at the same peak.
 
     A person's box is centred on its peak pixel, so equal centres mean the same peak. Matching

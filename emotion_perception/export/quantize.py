@@ -28,9 +28,11 @@ from typing import Any
 import numpy as np
 
 from emotion_perception.export.grid_scenes import scene_inputs
-from emotion_perception.export.model_card import onnx_metadata, read_onnx_card, write_sidecar
+from emotion_perception.export.model_card import ModelCard, onnx_metadata, read_onnx_card, write_sidecar
 
 LOGGER = logging.getLogger(__name__)
+# Runtimes an INT8 graph can be shaped for (quantize_int8's target).
+QUANTISATION_TARGETS = ("onnxruntime", "tensorrt")
 QUANTISED_OPS = (
     "Conv", "ConvTranspose", "Add", "Mul", "Relu", "Sigmoid", "MaxPool", "AveragePool",
     "GlobalAveragePool", "Concat", "Resize",
@@ -78,8 +80,18 @@ def quantize_int8(
     calibration: Sequence[dict[str, np.ndarray]] | None = None,
     calibration_count: int = 8,
     per_channel: bool = True,
+    target: str = "onnxruntime",
 ) -> tuple[Path, ModelCard]:
-    """Quantise an fp32 ONNX export to INT8 (QDQ); writes ``out`` with an updated model card."""
+    """Quantise an fp32 ONNX export to INT8 (QDQ); writes ``out`` with an updated model card.
+
+    ``target`` picks the QDQ form the runtime executes natively. ``onnxruntime``: uint8
+    activations with zero points from calibration (U8S8, x86 VNNI / ARM dot-product kernels).
+    ``tensorrt``: symmetric int8 everywhere (every zero point 0, int8) and float biases, the only
+    form the TensorRT ONNX parser accepts (it has no asymmetric or int32-bias DequantizeLinear).
+    Weights are int8 per output channel in both.
+    """
+    if target not in QUANTISATION_TARGETS:
+        raise ValueError(f"INT8 target must be one of {', '.join(QUANTISATION_TARGETS)}, got {target!r}")
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -89,10 +101,12 @@ def quantize_int8(
     if card.precision != "fp32":
         raise ValueError(f"{fp32_onnx}: INT8 quantisation needs an fp32 export, this one is {card.precision}")
     if calibration is None:
-        canvas = None
+        canvas: tuple[int, int] | None = None
         if card.dynamic_size and max(card.input_size) > CALIBRATION_SIDE:
             factor = CALIBRATION_SIDE / max(card.input_size)
-            canvas = tuple(max(card.stride, int(round(s * factor / card.stride)) * card.stride) for s in card.input_size)
+            height, width = (max(card.stride, int(round(s * factor / card.stride)) * card.stride)
+                             for s in card.input_size)
+            canvas = (height, width)
         calibration = scene_inputs(card, calibration_count, canvas=canvas)
     inputs = list(calibration)
     if not inputs:
@@ -111,12 +125,14 @@ def quantize_int8(
             op_types_to_quantize=list(QUANTISED_OPS),
             nodes_to_exclude=keep_float,
             per_channel=per_channel,
-            activation_type=QuantType.QUInt8,
+            activation_type=QuantType.QInt8 if target == "tensorrt" else QuantType.QUInt8,
             weight_type=QuantType.QInt8,
             calibrate_method=CalibrationMethod.MinMax,
+            extra_options=({"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False}
+                           if target == "tensorrt" else {}),
         )
     card = card.replace(precision="int8", source={**card.source, "quantised_from": str(fp32_onnx),
-                                                  "calibration_inputs": len(inputs)})
+                                                  "calibration_inputs": len(inputs), "int8_target": target})
     proto = onnx.load(str(out))
     del proto.metadata_props[:]
     for key, value in onnx_metadata(card).items():

@@ -16,6 +16,7 @@ Engines are named and invalidated by :mod:`emotion_perception.export.engine_cach
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +37,10 @@ DEFAULT_WORKSPACE_BYTES = 4 << 30
 
 class TensorRTUnavailableError(RuntimeError):
     """TensorRT (or a CUDA GPU for it) is not available on this machine."""
+
+
+class TensorRTBuildError(RuntimeError):
+    """TensorRT could not parse the ONNX graph or build an engine from it; the message says why."""
 
 
 def import_tensorrt() -> Any:
@@ -100,14 +105,69 @@ def build_engine(
     workspace_bytes: int = DEFAULT_WORKSPACE_BYTES,
     timing_cache_path: str | Path | None = None,
     verbose: bool = False,
+    device_index: int = 0,
+    allow_tf32: bool = True,
 ) -> Path:
-    """Parse ``onnx_path``, build a serialized engine under ``profile`` and write it to ``out_path``."""
+    """Parse ``onnx_path``, build a serialized engine under ``profile`` on GPU ``device_index`` and
+    write it to ``out_path`` (beside it first, then renamed: a reader never sees half an engine).
+
+    ``allow_tf32=False`` clears TensorRT's default TF32 for fp32 layers (parity checks against
+    another runtime: TF32 rounds matmul/conv inputs to 10 mantissa bits).
+    """
     trt = import_tensorrt()
-    require_cuda()
+    torch = require_cuda()
     validate_profile(profile)
     if precision not in ("fp32", "fp16", "int8"):
         raise ValueError(f"TensorRT precision must be fp32, fp16 or int8 (QDQ graph), got {precision!r}")
     onnx_path, out_path = Path(onnx_path), Path(out_path)
+    # The engine is tuned for, and bound to, the GPU current while it is built.
+    previous_device = torch.cuda.current_device()
+    torch.cuda.set_device(device_index)
+    try:
+        serialized, config = _build_serialized(trt, onnx_path, precision, profile, workspace_bytes,
+                                               timing_cache_path, verbose, allow_tf32)
+    finally:
+        torch.cuda.set_device(previous_device)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    partial = out_path.with_name(f"{out_path.name}.partial-{os.getpid()}")
+    try:
+        partial.write_bytes(bytes(serialized))
+        os.replace(partial, out_path)
+    finally:
+        partial.unlink(missing_ok=True)
+    if timing_cache_path is not None:
+        timing_cache_path = Path(timing_cache_path)
+        timing_cache_path.parent.mkdir(parents=True, exist_ok=True)
+        partial_cache = timing_cache_path.with_name(f"{timing_cache_path.name}.partial-{os.getpid()}")
+        partial_cache.write_bytes(bytes(config.get_timing_cache().serialize()))
+        os.replace(partial_cache, timing_cache_path)
+    return out_path
+
+
+def _set_precision_flags(trt: Any, config: Any, precision: str, onnx_path: Path) -> None:
+    """Builder flags of ``precision``. TensorRT 10.x (weakly typed): FP16 lets it choose fp16
+    kernels, INT8 runs a QDQ graph's quantised layers (with FP16 for the layers left in float).
+    TensorRT 11+ (strongly typed only, no FP16 flag): precisions come from the graph itself."""
+    weak_fp16 = has_weak_fp16_flag(trt)
+    if precision == "fp16":
+        if weak_fp16:
+            config.set_flag(trt.BuilderFlag.FP16)
+        elif read_onnx_card(onnx_path).precision != "fp16":
+            raise ValueError(
+                f"TensorRT {trt.__version__} builds strongly typed networks only: an fp16 engine needs an "
+                f"fp16 ONNX export (emotion-perception export --format onnx --precision fp16), "
+                f"{onnx_path} is fp32"
+            )
+    elif precision == "int8":
+        if hasattr(trt.BuilderFlag, "INT8"):
+            config.set_flag(trt.BuilderFlag.INT8)
+        if weak_fp16:
+            config.set_flag(trt.BuilderFlag.FP16)
+
+
+def _build_serialized(trt: Any, onnx_path: Path, precision: str, profile: dict[str, dict[str, list[int]]],
+                      workspace_bytes: int, timing_cache_path: str | Path | None, verbose: bool,
+                      allow_tf32: bool) -> tuple[Any, Any]:
     logger = trt.Logger(_severity(trt, verbose))
     builder = trt.Builder(logger)
     # Explicit batch is the only mode since TensorRT 10 (flag value 0); 8.x needs the flag.
@@ -118,26 +178,14 @@ def build_engine(
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):
         errors = "; ".join(_parser_error(parser.get_error(i)) for i in range(parser.num_errors))
-        raise RuntimeError(f"{onnx_path}: TensorRT could not parse the ONNX graph: {errors}")
+        raise TensorRTBuildError(f"{onnx_path}: TensorRT could not parse the ONNX graph: {errors}")
 
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_bytes))
     if hasattr(trt.BuilderFlag, "TF32"):
-        config.set_flag(trt.BuilderFlag.TF32)
-    if precision == "fp16" and has_weak_fp16_flag(trt):
-        config.set_flag(trt.BuilderFlag.FP16)
-    if precision == "int8" and hasattr(trt.BuilderFlag, "INT8"):
-        # TensorRT 10 (weakly typed) runs a QDQ graph's quantised layers only with INT8 on; fp16
-        # for the layers left in float. TensorRT 11 reads the precisions from the graph itself.
-        config.set_flag(trt.BuilderFlag.INT8)
-        if has_weak_fp16_flag(trt):
-            config.set_flag(trt.BuilderFlag.FP16)
-    elif precision == "fp16" and read_onnx_card(onnx_path).precision != "fp16":
-        raise ValueError(
-            f"TensorRT {trt.__version__} builds strongly typed networks only: an fp16 engine needs an "
-            f"fp16 ONNX export (emotion-perception export --format onnx --precision fp16), "
-            f"{onnx_path} is fp32"
-        )
+        # On by default in a builder config: clear it explicitly when it is not wanted.
+        (config.set_flag if allow_tf32 else config.clear_flag)(trt.BuilderFlag.TF32)
+    _set_precision_flags(trt, config, precision, onnx_path)
 
     optimisation_profile = builder.create_optimization_profile()
     for index in range(network.num_inputs):
@@ -159,14 +207,9 @@ def build_engine(
     started = time.perf_counter()
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
-        raise RuntimeError(f"{onnx_path}: TensorRT engine build failed (see TensorRT log above)")
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    out_path.write_bytes(bytes(serialized))
-    if timing_cache_path is not None:
-        timing_cache_path.parent.mkdir(parents=True, exist_ok=True)
-        timing_cache_path.write_bytes(bytes(config.get_timing_cache().serialize()))
-    LOGGER.info("built TensorRT engine %s in %.1f s", out_path, time.perf_counter() - started)
-    return out_path
+        raise TensorRTBuildError(f"{onnx_path}: TensorRT engine build failed (see TensorRT log above)")
+    LOGGER.info("built a TensorRT engine from %s in %.1f s", onnx_path, time.perf_counter() - started)
+    return serialized, config
 
 
 def _parser_error(error: Any) -> str:
@@ -198,9 +241,13 @@ def ensure_engine(
     workspace_bytes: int = DEFAULT_WORKSPACE_BYTES,
     device_index: int = 0,
     force: bool = False,
+    input_size: tuple[int, int] | None = None,
+    allow_tf32: bool = True,
 ) -> Path:
-    """The engine of ``onnx_path`` for this GPU/TensorRT/precision: loaded from the cache if its
-    record matches, (re)built otherwise. Writes ``<engine>.json`` (card + ``tensorrt`` section)."""
+    """The engine of ``onnx_path`` for GPU ``device_index``, this TensorRT and ``precision``: loaded
+    from the cache if its record matches, (re)built otherwise. Writes ``<engine>.json`` (card +
+    ``tensorrt`` section). ``input_size`` (H, W) is the profile's optimum for a graph of dynamic
+    size (default: the export size), and raises its maximum when larger."""
     from emotion_perception.export.engine_cache import default_profile
 
     trt = import_tensorrt()
@@ -208,7 +255,8 @@ def ensure_engine(
     onnx_path = Path(onnx_path)
     card = read_onnx_card(onnx_path)
     if profile is None:
-        profile = default_profile(card.input_names, card.input_size, card.dynamic_size, card.stride, max_batch)
+        profile = default_profile(card.input_names, card.input_size, card.dynamic_size, card.stride, max_batch,
+                                  opt_size=input_size)
     key = wanted_engine_key(onnx_path, card, precision, profile, trt, gpu)
     target = engine_path(cache_dir, onnx_path.stem, key)
     _, recorded = read_engine_record(target)
@@ -217,8 +265,9 @@ def ensure_engine(
         LOGGER.info("TensorRT engine cache hit: %s", target)
         return target
     LOGGER.info("building TensorRT engine %s (%s)", target, "; ".join(decision.reasons) or "forced")
-    build_engine(onnx_path, target, precision, profile, workspace_bytes,
-                 timing_cache_path=Path(cache_dir) / f"timing.trt{key.tensorrt_version}.{gpu.compute_capability}.cache")
+    timing_cache = Path(cache_dir) / f"timing.trt{key.tensorrt_version}.{gpu.compute_capability}.cache"
+    build_engine(onnx_path, target, precision, profile, workspace_bytes, timing_cache_path=timing_cache,
+                 device_index=device_index, allow_tf32=allow_tf32)
     engine_card = card.replace(
         precision=card.precision if card.precision != "fp32" else precision,
         tensorrt={"key": key.to_dict(), "onnx_path": str(onnx_path.resolve()), "workspace_bytes": int(workspace_bytes)},

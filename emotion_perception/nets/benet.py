@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TypedDict, cast
 
 import torch
 from torch import nn
@@ -67,7 +68,8 @@ class BENetConfig:
         if 2 ** (len(self.widths) + 1) > INPUT_MULTIPLE:
             raise ValueError(f"BENetConfig.widths: at most {INPUT_MULTIPLE.bit_length() - 2} branches supported")
         if len(self.input_size) != 2 or any(s <= 0 or s % INPUT_MULTIPLE for s in self.input_size):
-            raise ValueError(f"BENetConfig.input_size must be (H, W), multiples of {INPUT_MULTIPLE}; got {self.input_size}")
+            raise ValueError(f"BENetConfig.input_size must be (H, W), multiples of {INPUT_MULTIPLE}; "
+                             f"got {self.input_size}")
         if self.num_emotions < 1:
             raise ValueError(f"BENetConfig.num_emotions must be positive, got {self.num_emotions}")
 
@@ -173,15 +175,32 @@ class DenseHead(nn.Module):
         return out_4, self.final_2(features_2)
 
 
+class _BlockOptions(TypedDict):
+    """Residual-block keywords shared by the backbone and every head."""
+
+    attention: bool
+    attention_reduction: int
+    bn_momentum: float
+    attention_bias: bool
+
+
+class _HeadOptions(TypedDict):
+    """Extra keywords of the dense heads."""
+
+    conv_bias: bool
+    deconv_from_backbone: bool
+
+
 class BENet(nn.Module):
     """BENet; ``forward(x, heads)`` returns the dict described in docs/ARCHITECTURE.md."""
 
     def __init__(self, config: BENetConfig) -> None:
         super().__init__()
         self.config = config
-        common = {"attention": config.attention, "attention_reduction": config.attention_reduction,
-                      "bn_momentum": config.bn_momentum, "attention_bias": config.published_biases}
-        head_options = {"conv_bias": config.published_biases, "deconv_from_backbone": config.deconv_from_backbone}
+        common: _BlockOptions = {"attention": config.attention, "attention_reduction": config.attention_reduction,
+                                 "bn_momentum": config.bn_momentum, "attention_bias": config.published_biases}
+        head_options: _HeadOptions = {"conv_bias": config.published_biases,
+                                      "deconv_from_backbone": config.deconv_from_backbone}
         self.backbone = HRNetBackbone(
             stem_channels=config.stem_channels,
             layer1_planes=config.layer1_planes,
@@ -223,10 +242,12 @@ class BENet(nn.Module):
         for head in (self.size_head, self.emotion_head, self.vad_head):
             if head is None:
                 continue
-            for final in (head.final_4[-1], head.final_2[-1]):
-                nn.init.normal_(final.weight, std=0.001)
-        for final in (self.heatmap_head.final_4[-1], self.heatmap_head.final_2[-1]):
+            for last in (head.final_4[-1], head.final_2[-1]):
+                nn.init.normal_(cast(nn.Conv2d, last).weight, std=0.001)  # DenseHead's final() ends with a Conv2d
+        for last in (self.heatmap_head.final_4[-1], self.heatmap_head.final_2[-1]):
+            final = cast(nn.Conv2d, last)
             final.reset_parameters()
+            assert final.bias is not None  # built with bias=True
             nn.init.constant_(final.bias, self.config.heatmap_prior_bias)
 
     def forward(self, x: torch.Tensor, heads: str = "inference",
@@ -246,7 +267,8 @@ class BENet(nn.Module):
             if x.dim() != 4 or x.shape[1] != 3:
                 raise ValueError(f"BENet expects (B, 3, H, W) input, got {tuple(x.shape)}")
             if x.shape[2] % INPUT_MULTIPLE or x.shape[3] % INPUT_MULTIPLE:
-                raise ValueError(f"BENet input height and width must be multiples of {INPUT_MULTIPLE}, got {tuple(x.shape[2:])}")
+                raise ValueError(f"BENet input height and width must be multiples of {INPUT_MULTIPLE}, "
+                                 f"got {tuple(x.shape[2:])}")
         image_level = heads == "all" and (self.person_centric_head is not None or self.background_head is not None)
         features = self.backbone(x, all_branches=image_level)
 
@@ -267,13 +289,13 @@ class BENet(nn.Module):
             if any_rows:
                 outputs[f"{name}_4"], outputs[f"{name}_2"] = head(selected[0])
         if heads == "all":
-            for route, name, head in (("pc", "person_centric", self.person_centric_head),
-                                      ("bg", "background", self.background_head)):
-                if head is None:
+            for route, name, classifier in (("pc", "person_centric", self.person_centric_head),
+                                            ("bg", "background", self.background_head)):
+                if classifier is None:
                     continue
                 selected, any_rows = routed(route)
                 if any_rows:
-                    outputs[name] = head(selected)
+                    outputs[name] = classifier(selected)
         return outputs
 
     def example_inputs(self, batch: int = 1, input_size: tuple[int, int] | None = None) -> tuple[torch.Tensor]:

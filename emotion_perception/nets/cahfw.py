@@ -61,7 +61,7 @@ VARIANTS: tuple[str, ...] = ("SE+AF", "SE+CA+AA", "SE+CA+ER+AA")
 
 # Encoder widths of the paper (before the width multiplier).
 ENCODER_WIDTHS: tuple[int, ...] = (32, 64, 128, 256, 256)
-HIGHLIGHT_WIDTHS: tuple[int, ...] = (256, 128)
+HIGHLIGHT_WIDTHS: tuple[int, int] = (256, 128)
 FUSION_HIDDEN = 128
 
 
@@ -263,7 +263,9 @@ class DeepFusion(nn.Module):
             nn.Conv1d(hidden, num_classes, 1),
         )
 
-    def forward(self, shallow: tuple[torch.Tensor, torch.Tensor], deep: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    def forward(
+        self, shallow: tuple[torch.Tensor, torch.Tensor], deep: tuple[torch.Tensor, torch.Tensor]
+    ) -> torch.Tensor:
         (shallow_face, shallow_context), (deep_face, deep_context) = shallow, deep
         fused = torch.cat([self.face(torch.cat([shallow_face, deep_face], dim=1)),
                            self.context(torch.cat([shallow_context, deep_context], dim=1))], dim=1)
@@ -311,8 +313,10 @@ class CAHFWNet(nn.Module):
         hidden = config.scaled(FUSION_HIDDEN)
         self.face_encoder = Encoder(widths)
         self.context_encoder = Encoder(widths)
-        self.highlight = HighlightAttention(channels, tuple(config.scaled(c) for c in HIGHLIGHT_WIDTHS))
+        highlight_hidden = (config.scaled(HIGHLIGHT_WIDTHS[0]), config.scaled(HIGHLIGHT_WIDTHS[1]))
+        self.highlight = HighlightAttention(channels, highlight_hidden)
         self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fusion: AdaptiveFusion | DeepFusion
         if config.variant == "SE+AF":
             self.fusion = AdaptiveFusion(channels, hidden, config.num_classes, config.dropout)
         else:

@@ -9,7 +9,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import cast
 
 from emotion_perception.cli_options import PRESET_HELP, add_batch_size, add_deprecated_alias, parse_preset
 
@@ -51,7 +53,9 @@ def model_info(model_name: str, preset: str | None, input_size: tuple[int, int] 
     with torch.device("meta"):
         model = create_model(model_name, preset_name)
     model.eval()
-    inputs = model.example_inputs(batch, None if input_size is None else tuple(input_size))
+    # Every registered model has example_inputs (nets.factory's contract); nn.Module's type cannot say so.
+    example_inputs = cast("Callable[..., tuple[torch.Tensor, ...]]", model.example_inputs)
+    inputs = example_inputs(batch, None if input_size is None else tuple(input_size))
     profile = profile_model(model, inputs)
     return {
         "model": model_name,

@@ -59,7 +59,9 @@ def merge_resolutions(outputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Te
     return merged
 
 
-def average_with_flipped(maps: Mapping[str, torch.Tensor], flipped_maps: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def average_with_flipped(
+    maps: Mapping[str, torch.Tensor], flipped_maps: Mapping[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
     """Average merged maps with those of the horizontally flipped image, flipped back.
 
     Widths and heights do not change under a horizontal flip, so size maps need no channel swap.
@@ -73,7 +75,9 @@ def _gather(maps: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return flat.gather(2, index.unsqueeze(1).expand(-1, flat.shape[1], -1)).transpose(1, 2)
 
 
-def decode_maps(maps: Mapping[str, torch.Tensor], letterbox: torch.Tensor, config: DecodeConfig = DecodeConfig()) -> dict[str, torch.Tensor]:
+def decode_maps(
+    maps: Mapping[str, torch.Tensor], letterbox: torch.Tensor, config: DecodeConfig = DecodeConfig()
+) -> dict[str, torch.Tensor]:
     """Peaks of merged maps -> fixed-size people tensors in original-image pixels.
 
     ``letterbox`` (B, 3) holds (scale, pad_x, pad_y). Returns ``boxes`` (B,K,4) x1y1x2y2,
@@ -129,7 +133,9 @@ def decode(
     return decode_maps(maps, letterbox, config)
 
 
-def centre_pixels(boxes: torch.Tensor, stride: int, map_height: int, map_width: int) -> tuple[torch.Tensor, torch.Tensor]:
+def centre_pixels(
+    boxes: torch.Tensor, stride: int, map_height: int, map_width: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(row, col) long tensors of the map pixel holding each box centre (boxes (N,4) input px).
 
     The one definition of "a person's centre pixel", shared by training targets and evaluation.

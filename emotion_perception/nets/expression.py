@@ -144,9 +144,8 @@ def decode_tfjs_weights(manifest: list[dict[str, Any]] | str, data: bytes) -> di
     Weights are stored in manifest order; a quantised one (``quantization``: uint8 / uint16
     with ``scale`` and ``min``) decodes to ``q * scale + min``.
     """
-    if isinstance(manifest, str):
-        manifest = json.loads(manifest)
-    specs = [spec for group in manifest for spec in group["weights"]]
+    groups: list[dict[str, Any]] = json.loads(manifest) if isinstance(manifest, str) else manifest
+    specs = [spec for group in groups for spec in group["weights"]]
     arrays: dict[str, np.ndarray] = {}
     offset = 0
     for spec in specs:
@@ -198,9 +197,11 @@ def state_dict_from_face_api(arrays: dict[str, np.ndarray], config: ExpressionNe
                 continue
             depthwise = take(f"{prefix}/depthwise_filter")  # (3, 3, C, 1)
             state[f"{ours}.depthwise.weight"] = torch.from_numpy(depthwise.transpose(2, 3, 0, 1).copy())
-            state[f"{ours}.pointwise.weight"] = torch.from_numpy(take(f"{prefix}/pointwise_filter").transpose(3, 2, 0, 1).copy())
+            pointwise = take(f"{prefix}/pointwise_filter")  # (1, 1, C, out)
+            state[f"{ours}.pointwise.weight"] = torch.from_numpy(pointwise.transpose(3, 2, 0, 1).copy())
             state[f"{ours}.pointwise.bias"] = torch.from_numpy(take(f"{prefix}/bias").copy())
-    order = [FACE_API_CLASSES.index(next(k for k, v in FACE_API_TO_CAER.items() if v == name)) for name in CAER_CATEGORIES]
+    order = [FACE_API_CLASSES.index(next(k for k, v in FACE_API_TO_CAER.items() if v == name))
+             for name in CAER_CATEGORIES]
     weights, bias = take("fc/weights"), take("fc/bias")  # (256, 7), (7,)
     if weights.shape != (config.channels[-1], len(FACE_API_CLASSES)):
         raise TfjsWeightsError(f"fc/weights has shape {weights.shape}, expected ({config.channels[-1]}, 7)")

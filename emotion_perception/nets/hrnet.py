@@ -9,6 +9,7 @@ four resolutions).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -59,8 +60,8 @@ class HighResolutionModule(nn.Module):
         self.branches = nn.ModuleList(
             nn.Sequential(
                 *(
-                    BasicBlock(c, c, attention=attention, attention_reduction=attention_reduction, bn_momentum=bn_momentum,
-                               attention_bias=attention_bias)
+                    BasicBlock(c, c, attention=attention, attention_reduction=attention_reduction,
+                               bn_momentum=bn_momentum, attention_bias=attention_bias)
                     for _ in range(num_blocks)
                 )
             )
@@ -78,7 +79,8 @@ class HighResolutionModule(nn.Module):
             return nn.Identity()
         if source > target:
             return nn.Sequential(
-                conv1x1(c_in, c_out), nn.BatchNorm2d(c_out, momentum=bn_momentum), UpsampleNearest(2 ** (source - target))
+                conv1x1(c_in, c_out), nn.BatchNorm2d(c_out, momentum=bn_momentum),
+                UpsampleNearest(2 ** (source - target)),
             )
         steps = target - source
         chain = [_conv_bn(c_in, c_in, 2, relu=True, bn_momentum=bn_momentum) for _ in range(steps - 1)]
@@ -91,7 +93,7 @@ class HighResolutionModule(nn.Module):
         count = len(self.channels) if num_outputs is None else num_outputs
         fused = []
         for target in range(count):
-            paths = self.fuse[target]
+            paths = cast(nn.ModuleList, self.fuse[target])  # built as a ModuleList per target
             total = paths[0](branch_out[0])
             for source in range(1, len(branch_out)):
                 total = total + paths[source](branch_out[source])
@@ -168,7 +170,8 @@ class HRNetBackbone(nn.Module):
                     layers.append(_conv_bn(previous[index], width, 1, relu=True, bn_momentum=bn_momentum))
             else:
                 steps = index + 1 - len(previous)
-                chain = [_conv_bn(previous[-1], previous[-1], 2, relu=True, bn_momentum=bn_momentum) for _ in range(steps - 1)]
+                chain = [_conv_bn(previous[-1], previous[-1], 2, relu=True, bn_momentum=bn_momentum)
+                         for _ in range(steps - 1)]
                 chain.append(_conv_bn(previous[-1], width, 2, relu=True, bn_momentum=bn_momentum))
                 layers.append(nn.Sequential(*chain))
         return layers
@@ -177,7 +180,10 @@ class HRNetBackbone(nn.Module):
         """Branch features; with ``all_branches=False`` only branch 0 is fused at the very end."""
         features = [self.layer1(self.stem(x))]
         last_stage = len(self.stages) - 1
-        for stage_index, (transition, stage) in enumerate(zip(self.transitions, self.stages)):
+        for stage_index, (transition_list, stage_list) in enumerate(zip(self.transitions, self.stages)):
+            # Both are built as ModuleLists in __init__; iterating a ModuleList is typed as plain Module.
+            transition = cast(nn.ModuleList, transition_list)
+            stage = cast(nn.ModuleList, stage_list)
             features = [
                 layer(features[index] if index < len(features) else features[-1])
                 for index, layer in enumerate(transition)
@@ -211,8 +217,8 @@ class HRNetClassificationHead(nn.Module):
         super().__init__()
         widths = tuple(widths)
         self.branch_blocks = nn.ModuleList(
-            Bottleneck(w, w, expansion=1, attention=attention, attention_reduction=attention_reduction, bn_momentum=bn_momentum,
-                       attention_bias=attention_bias)
+            Bottleneck(w, w, expansion=1, attention=attention, attention_reduction=attention_reduction,
+                       bn_momentum=bn_momentum, attention_bias=attention_bias)
             for w in widths
         )
         # conv_bias: the downsampling and final convs carry biases in the public BENet code.
@@ -224,7 +230,8 @@ class HRNetClassificationHead(nn.Module):
             nn.Conv2d(widths[-1], channels, 1, bias=conv_bias), nn.BatchNorm2d(channels, momentum=bn_momentum),
             nn.ReLU(inplace=True)
         )
-        self.classifier = nn.Sequential(nn.Linear(channels, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, num_outputs))
+        self.classifier = nn.Sequential(nn.Linear(channels, hidden), nn.ReLU(inplace=True),
+                                        nn.Linear(hidden, num_outputs))
 
     def forward(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
         y = self.branch_blocks[0](features[0])

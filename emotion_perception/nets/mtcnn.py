@@ -177,7 +177,9 @@ def convert_facenet_pytorch(data_dir: Path) -> dict:
     for name in NET_NAMES:
         path = data_dir / f"{name}.pt"
         if not path.is_file():
-            raise FileNotFoundError(f"{path}: not found (expected facenet-pytorch 2.6.0's facenet_pytorch/data/{name}.pt)")
+            raise FileNotFoundError(
+                f"{path}: not found (expected facenet-pytorch 2.6.0's facenet_pytorch/data/{name}.pt)"
+            )
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as err:  # torch raises many kinds for a bad file
@@ -192,7 +194,8 @@ def convert_facenet_pytorch(data_dir: Path) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m emotion_perception.nets.mtcnn DATA_DIR OUT``: write the one-file checkpoint."""
-    parser = argparse.ArgumentParser(description=convert_facenet_pytorch.__doc__.splitlines()[0])
+    doc = convert_facenet_pytorch.__doc__  # None under python -OO
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0] if doc else None)
     parser.add_argument("data_dir", type=Path, help="facenet_pytorch/data folder of the facenet-pytorch wheel")
     parser.add_argument("out", type=Path, help="checkpoint to write (e.g. external_models/mtcnn.pt)")
     args = parser.parse_args(argv)

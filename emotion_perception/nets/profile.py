@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -20,24 +20,25 @@ from torch.nn import functional as F
 from torch.overrides import TorchFunctionMode
 
 
-def conv_macs(module: nn.Module, inputs: torch.Tensor, output: torch.Tensor) -> int:
+def conv_macs(module: nn.Conv1d | nn.Conv2d, inputs: torch.Tensor, output: torch.Tensor) -> int:
     """MACs of one Conv1d/Conv2d call: every output element sums in_channels/groups x kernel products."""
     kernel = math.prod(module.kernel_size)
     return output.numel() * (module.in_channels // module.groups) * kernel
 
 
-def conv_transpose_macs(module: nn.Module, inputs: torch.Tensor, output: torch.Tensor) -> int:
+def conv_transpose_macs(module: nn.ConvTranspose2d, inputs: torch.Tensor, output: torch.Tensor) -> int:
     """MACs of a ConvTranspose call: every input element scatters into out_channels/groups x kernel outputs."""
     kernel = math.prod(module.kernel_size)
     return inputs.numel() * (module.out_channels // module.groups) * kernel
 
 
-def linear_macs(module: nn.Module, inputs: torch.Tensor, output: torch.Tensor) -> int:
+def linear_macs(module: nn.Linear, inputs: torch.Tensor, output: torch.Tensor) -> int:
     """MACs of a Linear call: every output element sums in_features products."""
     return output.numel() * module.in_features
 
 
-_MODULE_MACS: dict[type, Callable[[nn.Module, torch.Tensor, torch.Tensor], int]] = {
+# Each counter is only called on instances of its key type (looked up by ``type(module)``).
+_MODULE_MACS: dict[type[nn.Module], Callable[[Any, torch.Tensor, torch.Tensor], int]] = {
     nn.Conv1d: conv_macs,
     nn.Conv2d: conv_macs,
     nn.ConvTranspose2d: conv_transpose_macs,
@@ -65,7 +66,9 @@ def attention_macs(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) 
 class _MatmulCounter(TorchFunctionMode):
     """Adds the MACs of every matmul/bmm/@ and fused attention issued while active."""
 
-    _FUNCTIONS = {torch.matmul, torch.bmm, torch.Tensor.matmul, torch.Tensor.bmm, torch.Tensor.__matmul__}
+    _FUNCTIONS: ClassVar[frozenset[Callable[..., Any]]] = frozenset(
+        {torch.matmul, torch.bmm, torch.Tensor.matmul, torch.Tensor.bmm, torch.Tensor.__matmul__}
+    )
 
     def __init__(self) -> None:
         super().__init__()

@@ -34,6 +34,10 @@ class ParameterSpec:
             return f"{self.name} must be a {self.type.__name__}, got {type(value).__name__}"
         if self.choices is not None and value not in self.choices:
             return f"{self.name} must be one of {', '.join(self.choices)}, got '{value}'"
+        if self.min_value is None and self.max_value is None:
+            return None
+        # Ranges are declared for int and float parameters only (value passed the type check above).
+        assert isinstance(value, (int, float)), f"{self.name}: a range on a {self.type.__name__} parameter"
         if self.min_value is not None and value < self.min_value:
             return f"{self.name} must be >= {self.min_value}, got {value}"
         if self.max_value is not None and value > self.max_value:
@@ -42,25 +46,56 @@ class ParameterSpec:
 
 
 COMMON_PARAMETERS: tuple[ParameterSpec, ...] = (
-    ParameterSpec("model_path", str, "Checkpoint (.pt), ONNX file or TensorRT engine; empty: the demo model shipped in models/.", read_only=True),
-    ParameterSpec("backend", str, "Inference backend; auto picks the fastest available and logs why.", read_only=True, choices=BACKENDS),
+    ParameterSpec("model_path", str,
+                  "Checkpoint (.pt), ONNX file or TensorRT engine; empty: the demo model shipped in models/.",
+                  read_only=True),
+    ParameterSpec("backend", str,
+                  "Inference backend; auto picks the fastest available and logs why.",
+                  read_only=True, choices=BACKENDS),
     ParameterSpec("device", str, "auto, cpu, cuda or cuda:N.", read_only=True),
-    ParameterSpec("input_size", int, "Network input side in pixels (multiple of 32); 0: the model's own size.", read_only=True, min_value=0, max_value=2048),
-    ParameterSpec("detection_threshold", float, "Minimum person (or face) confidence to report.", min_value=0.0, max_value=1.0),
-    ParameterSpec("max_people", int, "At most this many people per image, strongest first.", min_value=1, max_value=100),
-    ParameterSpec("emotion_threshold", float, "A category enters PersonEmotion.labels when its score reaches this.", min_value=0.0, max_value=1.0),
+    ParameterSpec("input_size", int,
+                  "Network input side in pixels (multiple of 32); 0: the model's own size.",
+                  read_only=True, min_value=0, max_value=2048),
+    ParameterSpec("detection_threshold", float,
+                  "Minimum person (or face) confidence to report.", min_value=0.0, max_value=1.0),
+    ParameterSpec("max_people", int,
+                  "At most this many people per image, strongest first.", min_value=1, max_value=100),
+    ParameterSpec("emotion_threshold", float,
+                  "A category enters PersonEmotion.labels when its score reaches this.", min_value=0.0, max_value=1.0),
     ParameterSpec("publish_debug_image", bool, "Publish an annotated image on emotions/debug_image."),
-    ParameterSpec("max_image_pixels", int, "Frames with more pixels (width x height) are rejected before conversion; compressed frames by the size in their PNG/JPEG/BMP/WebP header, before decoding (other formats are rejected).", min_value=1, max_value=2**30),
-    ParameterSpec("input_transport", str, "raw: sensor_msgs/Image on 'image'; compressed: sensor_msgs/CompressedImage (JPEG/PNG) on 'image/compressed'.", read_only=True, choices=("raw", "compressed")),
-    ParameterSpec("qos_reliability", str, "Input subscription reliability: best_effort (sensor data, default for cameras) or reliable.", read_only=True, choices=("best_effort", "reliable")),
-    ParameterSpec("diagnostics_period", float, "Seconds between /diagnostics messages.", read_only=True, min_value=0.1, max_value=60.0),
-    ParameterSpec("image_converter", str, "How raw images become RGB: numpy (default, no compiled ROS code involved) or cv_bridge (only where the installed cv_bridge is known to work with this numpy).", read_only=True, choices=("numpy", "cv_bridge")),
-    ParameterSpec("tracking", bool, "Track people over frames: PersonEmotion.id is a stable track id and scores are smoothed per track; false: id is the index in the message and scores are per frame.", read_only=True),
-    ParameterSpec("track_confirmation_frames", int, "Consecutive frames a new person must be seen before the track is confirmed and gets an id (before that: id is empty); at least 2.", read_only=True, min_value=2, max_value=30),
-    ParameterSpec("track_lost_timeout", float, "Seconds (of image header stamps) a track survives without a detection before it ends; its id is never reused.", read_only=True, min_value=0.0, max_value=60.0),
-    ParameterSpec("smoothing_time_constant", float, "Time constant in seconds of the per-track exponential smoothing of scores and VAD (stamp-based); 0: no smoothing. Labels come from the smoothed scores.", min_value=0.0, max_value=60.0),
-    ParameterSpec("publish_raw_emotions", bool, "Also publish the unsmoothed per-frame scores, labels and VAD (same ids) on emotions/raw."),
-    ParameterSpec("autostart", bool, "Walk the lifecycle through configure and activate at start-up; false: wait unconfigured for lifecycle transitions (change_state).", read_only=True),
+    ParameterSpec("max_image_pixels", int,
+                  "Frames with more pixels (width x height) are rejected before conversion; compressed frames by the "
+                  "size in their PNG/JPEG/BMP/WebP header, before decoding (other formats are rejected).",
+                  min_value=1, max_value=2**30),
+    ParameterSpec("input_transport", str,
+                  "raw: sensor_msgs/Image on 'image'; compressed: sensor_msgs/CompressedImage (JPEG/PNG) on "
+                  "'image/compressed'.", read_only=True, choices=("raw", "compressed")),
+    ParameterSpec("qos_reliability", str,
+                  "Input subscription reliability: best_effort (sensor data, default for cameras) or reliable.",
+                  read_only=True, choices=("best_effort", "reliable")),
+    ParameterSpec("diagnostics_period", float,
+                  "Seconds between /diagnostics messages.", read_only=True, min_value=0.1, max_value=60.0),
+    ParameterSpec("image_converter", str,
+                  "How raw images become RGB: numpy (default, no compiled ROS code involved) or cv_bridge (only where "
+                  "the installed cv_bridge is known to work with this numpy).",
+                  read_only=True, choices=("numpy", "cv_bridge")),
+    ParameterSpec("tracking", bool,
+                  "Track people over frames: PersonEmotion.id is a stable track id and scores are smoothed per track; "
+                  "false: id is the index in the message and scores are per frame.", read_only=True),
+    ParameterSpec("track_confirmation_frames", int,
+                  "Consecutive frames a new person must be seen before the track is confirmed and gets an id (before "
+                  "that: id is empty); at least 2.", read_only=True, min_value=2, max_value=30),
+    ParameterSpec("track_lost_timeout", float,
+                  "Seconds (of image header stamps) a track survives without a detection before it ends; its id is "
+                  "never reused.", read_only=True, min_value=0.0, max_value=60.0),
+    ParameterSpec("smoothing_time_constant", float,
+                  "Time constant in seconds of the per-track exponential smoothing of scores and VAD (stamp-based); "
+                  "0: no smoothing. Labels come from the smoothed scores.", min_value=0.0, max_value=60.0),
+    ParameterSpec("publish_raw_emotions", bool,
+                  "Also publish the unsmoothed per-frame scores, labels and VAD (same ids) on emotions/raw."),
+    ParameterSpec("autostart", bool,
+                  "Walk the lifecycle through configure and activate at start-up; false: wait unconfigured for "
+                  "lifecycle transitions (change_state).", read_only=True),
 )
 
 NODE_PARAMETERS: dict[str, tuple[ParameterSpec, ...]] = {
@@ -68,10 +103,16 @@ NODE_PARAMETERS: dict[str, tuple[ParameterSpec, ...]] = {
         ParameterSpec("flip_test", bool, "Average the image and its mirror image (about 2x the cost)."),
     ),
     "cahfw": COMMON_PARAMETERS + (
-        ParameterSpec("face_detector", str, "Face detector: mtcnn (CNN, real weights, default), hog (dlib, fast, frontal faces only), cnn (dlib MMOD, slow on CPU) or auto (mtcnn where installed, else hog).", read_only=True, choices=("mtcnn", "hog", "cnn", "auto")),
+        ParameterSpec("face_detector", str,
+                      "Face detector: mtcnn (CNN, real weights, default), hog (dlib, fast, frontal faces only), cnn "
+                      "(dlib MMOD, slow on CPU) or auto (mtcnn where installed, else hog).",
+                      read_only=True, choices=("mtcnn", "hog", "cnn", "auto")),
     ),
     "expression": COMMON_PARAMETERS + (
-        ParameterSpec("face_detector", str, "Face detector: mtcnn (CNN, real weights, default), hog (dlib, fast, frontal faces only), cnn (dlib MMOD, slow on CPU) or auto (mtcnn where installed, else hog).", read_only=True, choices=("mtcnn", "hog", "cnn", "auto")),
+        ParameterSpec("face_detector", str,
+                      "Face detector: mtcnn (CNN, real weights, default), hog (dlib, fast, frontal faces only), cnn "
+                      "(dlib MMOD, slow on CPU) or auto (mtcnn where installed, else hog).",
+                      read_only=True, choices=("mtcnn", "hog", "cnn", "auto")),
     ),
 }
 

@@ -68,9 +68,11 @@ def _descriptor(spec: ParameterSpec) -> ParameterDescriptor:
     )
     if spec.choices:
         descriptor.additional_constraints = "one of: " + ", ".join(spec.choices)
-    if spec.type is float and spec.min_value is not None:
-        descriptor.floating_point_range = [FloatingPointRange(from_value=float(spec.min_value), to_value=float(spec.max_value), step=0.0)]
-    if spec.type is int and spec.min_value is not None:
+    # A ROS range needs both ends (every ranged spec in ros.params declares both).
+    if spec.type is float and spec.min_value is not None and spec.max_value is not None:
+        descriptor.floating_point_range = [FloatingPointRange(from_value=float(spec.min_value),
+                                                              to_value=float(spec.max_value), step=0.0)]
+    if spec.type is int and spec.min_value is not None and spec.max_value is not None:
         descriptor.integer_range = [IntegerRange(from_value=int(spec.min_value), to_value=int(spec.max_value), step=1)]
     return descriptor
 
@@ -224,7 +226,7 @@ class EmotionPerceptionNode(LifecycleNode):
         self._stop.clear()
         self._worker = threading.Thread(target=self._run_worker, name=f"{self.get_name()}_inference", daemon=True)
         self._worker.start()
-        self._subscription = self.create_subscription(msg_type, topic, self._slot.put, input_qos)
+        self._subscription = self.create_subscription(msg_type, topic, self._on_image, input_qos)
         self.get_logger().info(
             f"active: listening on {self.resolve_topic_name(topic)} ({self._settings['qos_reliability']}, depth 1), "
             f"publishing {self.resolve_topic_name('emotions')}"
@@ -328,6 +330,10 @@ class EmotionPerceptionNode(LifecycleNode):
         if now - self._last_warning.get(key, -math.inf) >= period:
             self._last_warning[key] = now
             self.get_logger().warning(text)
+
+    def _on_image(self, msg: Any) -> None:
+        """Subscription callback: hand the frame to the worker (whether it replaced one is counted there)."""
+        self._slot.put(msg)
 
     def _run_worker(self) -> None:
         # Nothing that happens on one frame may end this loop: a dead worker is a node that

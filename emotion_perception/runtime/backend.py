@@ -21,6 +21,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -70,6 +71,7 @@ def input_specs(card: ModelCard) -> tuple[TensorSpec, ...]:
 def _shape_and_dtype(value: Any) -> tuple[tuple[int, ...], str]:
     if isinstance(value, np.ndarray):
         return tuple(value.shape), str(value.dtype)
+    torch: ModuleType | None
     try:
         import torch
     except ImportError:  # pragma: no cover - torch is a hard dependency of the package
@@ -133,10 +135,10 @@ class Backend(ABC):
     def _run(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
         """Run on already-checked inputs."""
 
-    def synchronize(self) -> None:
+    def synchronize(self) -> None:  # noqa: B027 - optional hook: a no-op unless a backend has a device queue
         """Wait until work queued on the device is done (for timing); no-op on CPU."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook: a no-op unless a backend holds resources
         """Release device memory and sessions."""
 
     def __repr__(self) -> str:

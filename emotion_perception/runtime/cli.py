@@ -145,7 +145,8 @@ def main(args: argparse.Namespace) -> int:
         results.append({"path": str(path), "width": int(image.shape[1]), "height": int(image.shape[0]),
                         "latency_ms": round(latency_ms, 3), "people": records})
         if args.draw is not None:
-            captions = [caption(r["score"], [t["label"] for t in r["top_labels"]], [t["score"] for t in r["top_labels"]])
+            captions = [caption(r["score"], [t["label"] for t in r["top_labels"]],
+                                [t["score"] for t in r["top_labels"]])
                         for r in records]
             boxes = np.array([p.box for p in people], dtype=np.float32).reshape(-1, 4)
             target = draw_path(args.draw, path, drawn_names)
@@ -173,6 +174,7 @@ def main(args: argparse.Namespace) -> int:
             return 2
         print(f"wrote {args.json}")
     if skipped:
-        print(f"{len(skipped)} of {len(args.images)} images skipped (unreadable, refused or too large)", file=sys.stderr)
+        print(f"{len(skipped)} of {len(args.images)} images skipped (unreadable, refused or too large)",
+              file=sys.stderr)
         return 2
     return 0

@@ -171,9 +171,10 @@ class MTCNNDetector:
             raise ValueError(f"MTCNNDetector.min_face_size: expected >= 1 px, got {min_face_size!r}")
         if not 0.0 < factor < 1.0:
             raise ValueError(f"MTCNNDetector.factor: expected a pyramid step in (0, 1), got {factor!r}")
-        thresholds = tuple(float(t) for t in thresholds)
-        if len(thresholds) != 3 or not all(0.0 <= t <= 1.0 for t in thresholds):
-            raise ValueError(f"MTCNNDetector.thresholds: expected 3 probabilities in [0, 1], got {thresholds!r}")
+        values = tuple(float(t) for t in thresholds)
+        if len(values) != 3 or not all(0.0 <= t <= 1.0 for t in values):
+            raise ValueError(f"MTCNNDetector.thresholds: expected 3 probabilities in [0, 1], got {values!r}")
+        thresholds = (values[0], values[1], values[2])
         self.weights = Path(weights)
         self.device = torch.device(device)
         self.min_face_size = float(min_face_size)
@@ -191,7 +192,8 @@ class MTCNNDetector:
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as err:  # truncated zip, not a torch file, unsafe pickle, ...
-            raise CheckpointError(path, "(file)", f"not a readable torch checkpoint ({type(err).__name__}); {hint}") from None
+            raise CheckpointError(path, "(file)",
+                                  f"not a readable torch checkpoint ({type(err).__name__}); {hint}") from None
         try:
             return load_mtcnn_nets(state)
         except ValueError as err:

@@ -126,6 +126,7 @@ def output_shapes(card: ModelCard, batch: int, height: int, width: int) -> dict[
     if card.model_name == "cahfw":
         return {card.output_names[0]: ((batch, len(card.categories)), "float32")}
     if card.with_decode:
+        assert card.decode is not None  # ModelCard refuses with_decode without a decode section
         k, e = int(card.decode["top_k"]), len(card.categories)
         return {"boxes": ((batch, k, 4), "float32"), "scores": ((batch, k), "float32"),
                 "emotions": ((batch, k, e), "float32"), "vad": ((batch, k, 3), "float32"),
@@ -178,7 +179,8 @@ class OnnxRuntimeBackend(Backend):
             # inferred): one run on a blank smallest canvas gives the real ones.
             check_card_against_graph(card, graph_inputs, self._probe_output_shapes(onnx_path), onnx_path)
         self.providers = tuple(self._session.get_providers())
-        self.precision = "fp16" if trt_fp16 and self.providers[0] == TRT_EP and card.precision == "fp32" else card.precision
+        self.precision = ("fp16" if trt_fp16 and self.providers[0] == TRT_EP and card.precision == "fp32"
+                          else card.precision)
         self.array_type = "numpy" if device == "cpu" else "torch"
         self.details = {"onnxruntime_version": ort.__version__, "providers": list(self.providers),
                         "intra_op_threads": options.intra_op_num_threads}
@@ -224,7 +226,8 @@ class OnnxRuntimeBackend(Backend):
         for name, (shape, dtype) in output_shapes(self.card, batch, height, width).items():
             outputs[name] = torch.empty(shape, dtype=getattr(torch, dtype), device=torch_device)
         for name, tensor in tensors.items():
-            binding.bind_input(name, "cuda", device_index(self.device), np.float32, tuple(tensor.shape), tensor.data_ptr())
+            binding.bind_input(name, "cuda", device_index(self.device), np.float32, tuple(tensor.shape),
+                               tensor.data_ptr())
         for name, tensor in outputs.items():
             binding.bind_output(name, "cuda", device_index(self.device), _numpy_dtype(tensor.dtype),
                                 tuple(tensor.shape), tensor.data_ptr())

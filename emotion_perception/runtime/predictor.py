@@ -128,8 +128,8 @@ class Predictor(ABC):
         self.backend.close()
 
     def __repr__(self) -> str:
-        return (f"{type(self).__name__}(model={self.model_name}, preset={self.card.preset}, backend={self.backend_name}, "
-                f"device={self.device}, precision={self.precision})")
+        return (f"{type(self).__name__}(model={self.model_name}, preset={self.card.preset}, "
+                f"backend={self.backend_name}, device={self.device}, precision={self.precision})")
 
 
 def _to_numpy(value: Any) -> np.ndarray:
@@ -161,7 +161,8 @@ class BENetPredictor(Predictor):
             decoded = self._run_decoding_graph(image, params, max_people, flip_test)
         else:
             decoded = self._run_maps_and_decode(image, params, detection_threshold, max_people, flip_test)
-        boxes, scores, emotions, vad, valid = (decoded[name] for name in ("boxes", "scores", "emotions", "vad", "valid"))
+        boxes, scores, emotions, vad, valid = (decoded[name]
+                                               for name in ("boxes", "scores", "emotions", "vad", "valid"))
         keep = np.flatnonzero(valid[0] & (scores[0] >= detection_threshold))[:max_people]
         width, height = params.input_width, params.input_height
         people = []
@@ -174,13 +175,16 @@ class BENetPredictor(Predictor):
         return people
 
     def _run_decoding_graph(self, image: Any, params: Any, max_people: int, flip_test: bool) -> dict[str, np.ndarray]:
-        graph_flips = bool(self.card.decode.get("flip_test"))
+        decode = self.card.decode
+        assert decode is not None  # ModelCard refuses with_decode without a decode section
+        graph_flips = bool(decode.get("flip_test"))
         if flip_test and not graph_flips:
             raise ValueError("flip_test: this model was exported with decoding in the graph and without flip test; "
                              "export it with --flip-test, or without --with-decode")
         if graph_flips and not flip_test:
-            self._warn_once("flip", "this model's graph always averages with the mirrored image (exported with --flip-test)")
-        top_k = int(self.card.decode["top_k"])
+            self._warn_once("flip", "this model's graph always averages with the mirrored image "
+                                    "(exported with --flip-test)")
+        top_k = int(decode["top_k"])
         if max_people > top_k:
             self._warn_once("top_k", f"max_people={max_people} > the {top_k} rows of this model's decoding graph; "
                                      f"returning at most {top_k}")

@@ -17,6 +17,7 @@ object scale; BENet is fully convolutional).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -37,7 +38,7 @@ def check_image(image_rgb: Any) -> np.ndarray:
 
 
 def canvas_geometry(
-    image_height: int, image_width: int, card: ModelCard, input_size: tuple[int, int] | None = None
+    image_height: int, image_width: int, card: ModelCard, input_size: Sequence[int] | None = None
 ) -> LetterboxParams:
     """Letterbox parameters of an image for the model described by ``card`` (see module docstring)."""
     stride = card.stride
@@ -46,7 +47,8 @@ def canvas_geometry(
         if height <= 0 or width <= 0 or height % stride or width % stride:
             raise ValueError(f"input_size must be (H, W) positive multiples of {stride}, got {tuple(input_size)}")
         if not card.dynamic_size and (height, width) != tuple(card.input_size):
-            raise ValueError(f"this model takes a fixed {tuple(card.input_size)} input, got input_size {tuple(input_size)}")
+            raise ValueError(f"this model takes a fixed {tuple(card.input_size)} input, "
+                             f"got input_size {tuple(input_size)}")
         return letterbox_params(image_width, image_height, (width, height), stride)
     if not card.dynamic_size:
         height, width = card.input_size

@@ -76,10 +76,11 @@ def open_backend(path: Path, kind: str, device: str, precision: str, cache: Path
             if not source.is_file():
                 raise ModelFileError(path, f"engine built for another machine ({'; '.join(mismatch) or 'no key'}) and "
                                            "its source ONNX file is not available to rebuild it")
-            LOGGER.warning("%s was built for another machine (%s): rebuilding from %s", path, "; ".join(mismatch), source)
+            LOGGER.warning("%s was built for another machine (%s): rebuilding from %s", path, "; ".join(mismatch),
+                           source)
             path = ensure_engine(source, engines, key.get("precision", engine_precision) if key else engine_precision,
                                  profile=key.get("profile") if key else None, device_index=device_index)
-            card, _ = read_engine_record(path)
+            card = _built_engine_card(path)
         return TensorRTBackend(path, card, device, options.cuda_graph)
     if kind == "checkpoint":
         graph_precision = "fp16" if engine_precision == "fp16" and not has_weak_fp16_flag(trt) else "fp32"
@@ -88,18 +89,26 @@ def open_backend(path: Path, kind: str, device: str, precision: str, cache: Path
         onnx_path, card = path, read_onnx_card(path)
     if engine_precision == "int8" and card.precision != "int8":
         # TensorRT builds INT8 from the QDQ graph (explicit quantisation), never by calibrating itself.
-        onnx_path, card = cached_int8_onnx(onnx_path, cache)
+        onnx_path, card = cached_int8_onnx(onnx_path, cache, target="tensorrt")
     engine = ensure_engine(onnx_path, engines, engine_precision, max_batch=options.max_batch_for(card.model_name),
                            device_index=device_index)
-    engine_card, _ = read_engine_record(engine)
-    return TensorRTBackend(engine, engine_card, device, options.cuda_graph)
+    return TensorRTBackend(engine, _built_engine_card(engine), device, options.cuda_graph)
+
+
+def _built_engine_card(engine: Path) -> ModelCard:
+    """The card that ensure_engine wrote beside the engine it returned."""
+    card, _ = read_engine_record(engine)
+    if card is None:
+        raise ModelFileError(engine, "no model card '<engine>.json' beside the engine just built")
+    return card
 
 
 class TensorRTBackend(Backend):
     name = "tensorrt"
     array_type = "torch"
 
-    def __init__(self, engine_path: str | Path, card: ModelCard, device: str = "cuda:0", cuda_graph: bool = False) -> None:
+    def __init__(self, engine_path: str | Path, card: ModelCard, device: str = "cuda:0",
+                 cuda_graph: bool = False) -> None:
         trt = import_tensorrt()
         torch = require_cuda()
         engine_path = Path(engine_path)
@@ -193,7 +202,12 @@ class TensorRTBackend(Backend):
                 raise RuntimeError("TensorRT execute_async_v3 failed (see TensorRT log)")
             graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(graph, stream=self._stream):
-                self._context.execute_async_v3(self._stream.cuda_stream)
+                captured = self._context.execute_async_v3(self._stream.cuda_stream)
+            if not captured:
+                # A graph without the enqueue would replay nothing and hand back the previous
+                # frame's outputs: fail instead, and capture again on the next call.
+                raise RuntimeError("TensorRT execute_async_v3 failed during CUDA graph capture (see TensorRT log); "
+                                   "run without cuda_graph to see whether the engine runs at all")
             self._graphs[key] = graph
             LOGGER.info("captured a CUDA graph of the TensorRT engine for %s", dict(key))
         graph.replay()

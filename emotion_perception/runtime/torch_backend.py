@@ -8,7 +8,7 @@ stays float32), channels-last memory format, optional ``torch.compile`` and CUDA
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -85,10 +85,10 @@ class TorchBackend(Backend):
         self._channels_last = on_cuda if channels_last is None else channels_last
         module = graph.module.to(torch_device).eval()
         if self._channels_last:
-            module = module.to(memory_format=torch.channels_last)
-        if compile:
-            module = torch.compile(module)
-        self._module = module
+            # Module.to takes memory_format (torch docs); torch's overload stubs leave it out.
+            module = module.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        # None once closed.
+        self._module: Callable[..., Any] | None = torch.compile(module) if compile else module
         self._torch_device = torch_device
         self._cuda_graph = cuda_graph
         self._graphs: dict[tuple, tuple[torch.cuda.CUDAGraph, list[torch.Tensor], tuple[torch.Tensor, ...]]] = {}
@@ -103,10 +103,15 @@ class TorchBackend(Backend):
             tensor = tensor.contiguous(memory_format=torch.channels_last)
         return tensor
 
+    def _open_module(self) -> Callable[..., Any]:
+        if self._module is None:
+            raise RuntimeError("the torch backend is closed")
+        return self._module
+
     def _run(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
         tensors = [self._to_device(inputs[spec.name]) for spec in self.inputs]
         with torch.inference_mode():
-            outputs = self._replay(tensors) if self._cuda_graph else self._module(*tensors)
+            outputs = self._replay(tensors) if self._cuda_graph else self._open_module()(*tensors)
         return dict(zip(self.output_names, outputs))
 
     def _replay(self, tensors: list[torch.Tensor]) -> tuple[torch.Tensor, ...]:
@@ -121,16 +126,17 @@ class TorchBackend(Backend):
         return tuple(output.clone() for output in static_outputs)
 
     def _capture(self, tensors: list[torch.Tensor]) -> tuple[Any, list[torch.Tensor], tuple[torch.Tensor, ...]]:
+        module = self._open_module()
         static_inputs = [t.clone() for t in tensors]
         side = torch.cuda.Stream(self._torch_device)
         side.wait_stream(torch.cuda.current_stream(self._torch_device))
         with torch.cuda.stream(side):
             for _ in range(CUDA_GRAPH_WARMUP):  # lets cuDNN pick algorithms before capture
-                self._module(*static_inputs)
+                module(*static_inputs)
         torch.cuda.current_stream(self._torch_device).wait_stream(side)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
-            static_outputs = tuple(self._module(*static_inputs))
+            static_outputs = tuple(module(*static_inputs))
         LOGGER.info("captured a CUDA graph for input shapes %s", [tuple(t.shape) for t in tensors])
         return graph, static_inputs, static_outputs
 
@@ -150,4 +156,5 @@ def _decode_config(card: ModelCard) -> Any:
         return None
     from emotion_perception.nets.decode import DecodeConfig
 
+    assert card.decode is not None  # ModelCard refuses with_decode without a decode section
     return DecodeConfig(**card.decode)

@@ -24,17 +24,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_file(parser, f"{MODEL_FILE_HELP}; or 'expression' (the installed face-expression model)")
     add_option(parser, "--sequence", "sequence", ("--frames",), required=True, type=Path, metavar="DIR",
                help="a MOTChallenge sequence folder (synth sequence --out)")
-    parser.add_argument("--out", type=Path, required=True, help="tracker output PRED.txt (PRED.emotions.csv is written beside it)")
+    parser.add_argument("--out", type=Path, required=True,
+                        help="tracker output PRED.txt (PRED.emotions.csv is written beside it)")
     parser.add_argument("--backend", default="auto", help="inference backend (default: auto)")
     add_device(parser)
     parser.add_argument("--face-detector", choices=("auto", "mtcnn", "hog", "cnn"), default="mtcnn")
     add_detection_threshold(parser, None, "minimum person/face detection score (default: the model's node "
                                           "default, config/<model>.yaml)")
     parser.add_argument("--emotion-threshold", type=float, default=None,
-                        help="label threshold (default: the node default; calibrated per-category thresholds of the model card apply then)")
-    parser.add_argument("--confirmation-frames", type=int, default=None, help="frames before a track gets an id (default: node's)")
+                        help="label threshold (default: the node default; calibrated per-category thresholds of "
+                             "the model card apply then)")
+    parser.add_argument("--confirmation-frames", type=int, default=None,
+                        help="frames before a track gets an id (default: node's)")
     parser.add_argument("--lost-timeout", type=float, default=None, help="seconds a lost track lives (default: node's)")
-    parser.add_argument("--smoothing", type=float, default=None, help="smoothing time constant in seconds, 0 off (default: node's)")
+    parser.add_argument("--smoothing", type=float, default=None,
+                        help="smoothing time constant in seconds, 0 off (default: node's)")
     parser.add_argument("--drop-every", type=int, default=0, metavar="N",
                         help="skip every N-th frame (as a node dropping frames would); 0: none")
 
@@ -64,11 +68,13 @@ def main(args: argparse.Namespace) -> int:
 
     try:
         sequence = read_sequence_info(args.sequence)
-        predictor = load_predictor(args.model, backend=args.backend, device=args.device, face_detector=args.face_detector)
+        predictor = load_predictor(args.model, backend=args.backend, device=args.device,
+                                   face_detector=args.face_detector)
         defaults = _node_defaults(predictor.model_name)
         tracker = PersonTracker(
             TrackingSettings(confirmation_frames=args.confirmation_frames or defaults["track_confirmation_frames"],
-                             lost_timeout_s=float(defaults["track_lost_timeout"] if args.lost_timeout is None else args.lost_timeout)),
+                             lost_timeout_s=float(defaults["track_lost_timeout"] if args.lost_timeout is None
+                                                  else args.lost_timeout)),
             SmoothingSettings(float(defaults["smoothing_time_constant"] if args.smoothing is None else args.smoothing)),
         )
     except (FileNotFoundError, ValueError, ImportError, RuntimeError) as err:
@@ -82,7 +88,8 @@ def main(args: argparse.Namespace) -> int:
     categories = predictor.categories
 
     def labels(scores) -> str:
-        return ";".join(confident_labels(scores, categories, emotion_threshold, exclusive=exclusive, per_category=per_category))
+        return ";".join(confident_labels(scores, categories, emotion_threshold, exclusive=exclusive,
+                                         per_category=per_category))
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
     emotions_path = track_emotions_path(args.out)

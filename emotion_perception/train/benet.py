@@ -21,7 +21,7 @@ import dataclasses
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import torch
 from torch import nn
@@ -76,7 +76,8 @@ def parse_heads(text: str | tuple[str, ...] | list[str], source: str | Path = "<
     from emotion_perception.train.losses import HEAD_ABLATIONS
 
     if isinstance(text, str):
-        items = sorted(HEAD_ABLATIONS[text]) if text in HEAD_ABLATIONS else [h.strip() for h in text.split(",") if h.strip()]
+        items = (sorted(HEAD_ABLATIONS[text]) if text in HEAD_ABLATIONS
+                 else [h.strip() for h in text.split(",") if h.strip()])
     else:
         items = [str(h).strip() for h in text]
     unknown = sorted(set(items) - set(HEAD_NAMES))
@@ -160,7 +161,9 @@ def transform_config(recipe: BENetTrainConfig, input_size: int, augment: bool = 
 
     mode_probs = transform_preset(recipe.augmentation).mode_probs
     preset = transform_preset(recipe.augmentation if augment else "modes_only")
-    probs = tuple(p if HEAD_ROUTING[mode] & set(recipe.heads) else 0.0 for mode, p in zip(MODES, mode_probs))
+    # One probability per mode, as mode_probs (zip over the 4 MODES keeps the length).
+    probs = cast("tuple[float, float, float, float]",
+                 tuple(p if HEAD_ROUTING[mode] & set(recipe.heads) else 0.0 for mode, p in zip(MODES, mode_probs)))
     if sum(probs) <= 0:
         raise ConfigError("<config>", "heads", f"no pre-transformation of {recipe.augmentation!r} "
                                                f"trains heads {recipe.heads}")

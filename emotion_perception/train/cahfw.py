@@ -3,14 +3,14 @@
 
 Recipe (``config/train_cahfw_paper_224_sgd_lr1e-2_cos_flood0.05.yaml``, fields of
 :class:`CAHFWTrainConfig`): SGD with Nesterov momentum 0.9, learning rate 0.01 annealed to
-``min_lr`` by a cosine over all ``epochs x steps per epoch`` optimisation steps, cross-entropy with flooding (``|CE - b| + b``, b = 0.05: below the
-flood level the gradient changes sign, so the loss hovers around b instead of being driven to
-0). Validation accuracy on CAER-S ``val`` (10% of each class of the official train folder, see
-``data/caer.py``) selects ``best.pt``. ``max_steps`` and ``--max-minutes`` stop a run without
-changing its schedule (a resumed run continues the same cosine); a shorter schedule is fewer
-``epochs``. Face boxes are detected (and cached) by rank 0 before the other ranks read the cache.
-Everything else (DDP, resume, checkpoints, history, seeding) is the shared loop's:
-``train/loop.py``.
+``min_lr`` by a cosine over all ``epochs x steps per epoch`` optimisation steps, cross-entropy
+with flooding (``|CE - b| + b``, b = 0.05: below the flood level the gradient changes sign, so
+the loss hovers around b instead of being driven to 0). Validation accuracy on CAER-S ``val``
+(10% of each class of the official train folder, see ``data/caer.py``) selects ``best.pt``.
+``max_steps`` and ``--max-minutes`` stop a run without changing its schedule (a resumed run
+continues the same cosine); a shorter schedule is fewer ``epochs``. Face boxes are detected (and
+cached) by rank 0 before the other ranks read the cache. Everything else (DDP, resume,
+checkpoints, history, seeding) is the shared loop's: ``train/loop.py``.
 """
 
 from __future__ import annotations

@@ -47,7 +47,8 @@ class BENetLossConfig:
     heatmap_beta: float = 4.0  # exponent of the Gaussian penalty reduction (CenterNet beta)
     emotion_gamma: float = 2.0  # focusing exponent of the binary focal loss
     strides: tuple[int, ...] = STRIDES  # output resolutions trained ("heatmap_4" -> 4, ...)
-    gaussian_sigma: float = 2.0  # centre heatmap Gaussian (map pixels), public configs' SIGMA; 0: CenterNet's adaptive radius
+    # Centre heatmap Gaussian (map pixels), the public configs' SIGMA; 0: CenterNet's adaptive radius.
+    gaussian_sigma: float = 2.0
 
     def __post_init__(self) -> None:
         unknown = set(self.heads) - set(HEADS)
@@ -140,7 +141,9 @@ def benet_losses(
             heatmap, rows = found
             losses[f"heatmap_{stride}"] = centernet_focal_loss(
                 heatmap, target.heatmap[rows.to(target.heatmap.device)], config.heatmap_alpha, config.heatmap_beta)
-            size, _ = routed(f"size_{stride}", "det", "detection head")
+            size_found = routed(f"size_{stride}", "det", "detection head")
+            assert size_found is not None  # same "det" route as the heatmap, which has rows
+            size, _ = size_found
             picked = rows.to(target.index.device)
             error = (gather_at(size, target.index[picked]) - target.size[picked]).abs().sum(-1)  # Eq. 2: |dw| + |dh|
             losses[f"size_{stride}"] = per_image_person_mean(error, target.mask[picked])

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence, Sized
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,8 @@ class _TqdmHandler(logging.Handler):
             self.handleError(record)
 
 
-def setup_run_logger(run_dir: str | Path, ctx: DistributedContext, name: str = "emotion_perception.train") -> logging.Logger:
+def setup_run_logger(run_dir: str | Path, ctx: DistributedContext,
+                     name: str = "emotion_perception.train") -> logging.Logger:
     """Logger writing to the console and ``run_dir/train.log`` on rank 0; warnings only elsewhere."""
     logger = logging.getLogger(name)
     for handler in list(logger.handlers):
@@ -137,7 +138,7 @@ class MetricLogger:
     def log_every(self, iterable: Iterable[Any], total: int | None = None) -> Iterator[Any]:
         from tqdm import tqdm
 
-        if total is None and hasattr(iterable, "__len__"):
+        if total is None and isinstance(iterable, Sized):
             total = len(iterable)
         start = time.perf_counter()
         with tqdm(iterable, total=total, desc=self.description, disable=not self.ctx.is_main,

@@ -42,7 +42,7 @@ def ship_checkpoint(source: str | Path, destination: str | Path, note: str = "",
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)  # None under -OO
     parser.add_argument("source")
     parser.add_argument("destination")
     parser.add_argument("--note", default="")
@@ -58,7 +58,8 @@ def main() -> int:
         thresholds = json.loads(args.label_thresholds.read_text(encoding="utf-8"))["label_thresholds"]
     shipped = ship_checkpoint(args.source, args.destination, args.note, args.trained_on, thresholds)
     size = Path(args.destination).stat().st_size / 2**20
-    print(f"{args.destination}: {shipped['model_name']}, epoch {shipped.get('epoch')}, {size:.1f} MB, sha256 {shipped['sha256'][:16]}")
+    print(f"{args.destination}: {shipped['model_name']}, epoch {shipped.get('epoch')}, {size:.1f} MB, "
+          f"sha256 {shipped['sha256'][:16]}")
     return 0
 
 

@@ -130,28 +130,30 @@ def build_targets(
     num_images = len(modes)
     if len(batch["boxes"]) != num_images or len(batch["labels"]) != num_images:
         raise ValueError(
-            f"batch fields 'boxes'/'labels': {len(batch['boxes'])}/{len(batch['labels'])} entries for {num_images} images"
+            f"batch fields 'boxes'/'labels': {len(batch['boxes'])}/{len(batch['labels'])} entries "
+            f"for {num_images} images"
         )
-    for index, mode in enumerate(modes):
+    for i, mode in enumerate(modes):
         if mode not in HEAD_ROUTING:
-            raise ValueError(f"batch field 'mode'[{index}]: unknown mode {mode!r}; expected one of {MODES}")
+            raise ValueError(f"batch field 'mode'[{i}]: unknown mode {mode!r}; expected one of {MODES}")
     boxes = [_as_array(b, 4, "boxes", i) for i, b in enumerate(batch["boxes"])]
-    labels = [_as_array(l, num_emotions, "labels", i) for i, l in enumerate(batch["labels"])]
+    labels = [_as_array(lab, num_emotions, "labels", i) for i, lab in enumerate(batch["labels"])]
     vads = (
         [_as_array(v, 3, "vad", i) for i, v in enumerate(batch["vad"])]
         if batch.get("vad") is not None
         else [np.full((len(b), 3), np.nan, np.float32) for b in boxes]
     )
-    for i, (b, l, v) in enumerate(zip(boxes, labels, vads)):
-        if not (len(b) == len(l) == len(v)):
-            raise ValueError(f"batch fields 'boxes'/'labels'/'vad'[{i}]: {len(b)}/{len(l)}/{len(v)} people disagree")
+    for i, (b, lab, v) in enumerate(zip(boxes, labels, vads)):
+        if not (len(b) == len(lab) == len(v)):
+            raise ValueError(f"batch fields 'boxes'/'labels'/'vad'[{i}]: {len(b)}/{len(lab)}/{len(v)} people disagree")
         if not np.isfinite(b).all() or (b[:, 2] < b[:, 0]).any() or (b[:, 3] < b[:, 1]).any():
             raise ValueError(f"batch field 'boxes'[{i}]: boxes must be finite x1y1x2y2 with x2 >= x1 and y2 >= y1")
     image_label = torch.as_tensor(np.asarray(batch["image_label"], dtype=np.float32)
                                   if not isinstance(batch["image_label"], torch.Tensor)
                                   else batch["image_label"].float().cpu())
     if tuple(image_label.shape) != (num_images, num_emotions):
-        raise ValueError(f"batch field 'image_label': expected ({num_images}, {num_emotions}), got {tuple(image_label.shape)}")
+        raise ValueError(f"batch field 'image_label': expected ({num_images}, {num_emotions}), "
+                         f"got {tuple(image_label.shape)}")
 
     most_people = max((len(b) for b in boxes), default=0)
     by_stride = {}

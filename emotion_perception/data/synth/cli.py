@@ -23,15 +23,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     _common(caer)
     caer.add_argument("--size", type=int, default=224, help="image side (default 224)")
 
-    sequence = kinds.add_parser("sequence", help="a video sequence of people walking, crossing, occluding (MOTChallenge gt + emotions)",
+    sequence = kinds.add_parser("sequence",
+                                help="a video sequence of people walking, crossing, occluding "
+                                     "(MOTChallenge gt + emotions)",
                                 description="Frames of people with known identities and slowly changing emotions: "
-                                            "OUT/img1/*.jpg, OUT/gt/gt.txt (MOTChallenge), OUT/gt/emotions.csv, OUT/seqinfo.ini.")
+                                            "OUT/img1/*.jpg, OUT/gt/gt.txt (MOTChallenge), OUT/gt/emotions.csv, "
+                                            "OUT/seqinfo.ini.")
     sequence.add_argument("--out", required=True, help="sequence folder to write")
     sequence.add_argument("--frames", type=int, required=True, help="number of frames")
     sequence.add_argument("--people", type=int, required=True, help="number of people (identities)")
     sequence.add_argument("--seed", type=int, default=0)
     sequence.add_argument("--kind", choices=("bodies", "faces"), default="bodies",
-                          help="bodies: synthetic figures (BENet); faces: a real face photo's tiles (face detector + expression)")
+                          help="bodies: synthetic figures (BENet); faces: a real face photo's tiles "
+                               "(face detector + expression)")
     sequence.add_argument("--rate", type=float, default=10.0, help="frames per second (default 10)")
     sequence.add_argument("--size", type=int, nargs=2, default=(640, 480), metavar=("W", "H"))
 
@@ -65,8 +69,9 @@ def main(args: argparse.Namespace) -> int:
             settings = SequenceSettings(frames=args.frames, people=args.people, seed=args.seed, kind=args.kind,
                                         width=args.size[0], height=args.size[1], rate_hz=args.rate)
         except ValueError as err:
-            raise SystemExit(f"synth sequence: {err}")
-        print(f"synth sequence: wrote {write_sequence(args.out, settings)} ({args.frames} frames, {args.people} people, {args.kind})")
+            raise SystemExit(f"synth sequence: {err}") from err
+        print(f"synth sequence: wrote {write_sequence(args.out, settings)} "
+              f"({args.frames} frames, {args.people} people, {args.kind})")
         return 0
     if args.images < 1:
         raise SystemExit(f"synth {args.synth_kind}: --images must be >= 1, got {args.images}")
@@ -75,15 +80,15 @@ def main(args: argparse.Namespace) -> int:
     from emotion_perception.data.synth.writers import write_caer_dataset, write_emotic_dataset
 
     if args.synth_kind == "emotic":
-        config = replace(EMOTIC_SYNTH_PRESETS["emotic"], width=args.width, height=args.height)
+        emotic_config = replace(EMOTIC_SYNTH_PRESETS["emotic"], width=args.width, height=args.height)
         heco_images = 0
         if args.heco:
             heco_images = args.heco_images if args.heco_images is not None else max(1, args.images // 4)
-        counts = write_emotic_dataset(args.out, args.images, args.seed, config, heco_images=heco_images,
+        counts = write_emotic_dataset(args.out, args.images, args.seed, emotic_config, heco_images=heco_images,
                                       workers=args.workers, progress=not args.no_progress)
     else:
-        config = replace(CAER_SYNTH_PRESETS["caer"], width=args.size, height=args.size)
-        counts = write_caer_dataset(args.out, args.images, args.seed, config, workers=args.workers,
+        caer_config = replace(CAER_SYNTH_PRESETS["caer"], width=args.size, height=args.size)
+        counts = write_caer_dataset(args.out, args.images, args.seed, caer_config, workers=args.workers,
                                     progress=not args.no_progress)
     print(f"synth {args.synth_kind}: wrote {args.out}: " + ", ".join(f"{k}={v}" for k, v in counts.items()))
     return 0

@@ -288,7 +288,8 @@ def draw_face(canvas: np.ndarray, cx: float, cy: float, r: float, expression: st
         xs = np.linspace(cx - half, cx + half, 9)
         ys = my + np.sin(np.linspace(0, 2 * math.pi, 9)) * 0.07 * r
         cv2.polylines(canvas, [np.array([_p(x, y) for x, y in zip(xs, ys)], np.int32)], False, INK, t, _AA)
-        cv2.ellipse(canvas, _p(cx + 0.1 * r, my + 0.14 * r), _p(0.15 * r, 0.13 * r), 0, 0, 180, (255, 110, 140), -1, _AA)
+        cv2.ellipse(canvas, _p(cx + 0.1 * r, my + 0.14 * r), _p(0.15 * r, 0.13 * r), 0, 0, 180, (255, 110, 140), -1,
+                    _AA)
     elif expression == "puzzled":
         cv2.line(canvas, _p(cx - half * 0.9, my + 0.08 * r), _p(cx + half * 0.9, my - 0.08 * r), INK, t + 1, _AA)
     else:

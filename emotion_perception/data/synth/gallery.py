@@ -93,7 +93,8 @@ def render_gallery(seed: int = 0, columns: int = 3, rows: int = 3) -> np.ndarray
         top[r * (tile_h + gap) : r * (tile_h + gap) + tile_h, c * (tile_w + gap) : c * (tile_w + gap) + tile_w] = tile
     caer = [caer_tile(seed, label) for label in range(len(CAER_CATEGORIES))]
     strip = np.concatenate([np.pad(t, ((0, 0), (0, gap), (0, 0)), constant_values=255) for t in caer], axis=1)
-    strip = cv2.resize(strip, (width, int(round(strip.shape[0] * width / strip.shape[1]))), interpolation=cv2.INTER_AREA)
+    strip = cv2.resize(strip, (width, int(round(strip.shape[0] * width / strip.shape[1]))),
+                       interpolation=cv2.INTER_AREA)
     return np.concatenate([top, np.full((gap * 2, width, 3), 255, np.uint8), strip], axis=0)
 
 

@@ -62,9 +62,11 @@ class EmoticSynthConfig:
                                  ("prop_probs", PROPS), ("people_probs", None), ("split_fractions", None)):
             probs = np.asarray(getattr(self, name), dtype=np.float64)
             if vocabulary is not None and len(probs) != len(vocabulary):
-                raise ValueError(f"EmoticSynthConfig.{name}: {len(probs)} values for {len(vocabulary)} options {vocabulary}")
+                raise ValueError(f"EmoticSynthConfig.{name}: {len(probs)} values for {len(vocabulary)} options "
+                                 f"{vocabulary}")
             if np.any(probs < 0) or probs.sum() <= 0:
-                raise ValueError(f"EmoticSynthConfig.{name}: expected non-negative values with a positive sum, got {probs}")
+                raise ValueError(f"EmoticSynthConfig.{name}: expected non-negative values with a positive sum, "
+                                 f"got {probs}")
         if self.width < 64 or self.height < 64:
             raise ValueError(f"EmoticSynthConfig: images must be at least 64x64, got {self.width}x{self.height}")
 
@@ -160,7 +162,8 @@ def _overlap_fraction(rect: np.ndarray, others: list[np.ndarray]) -> float:
     return float(covered.mean())
 
 
-def heart_geometry(head_a: tuple[float, float, float], head_b: tuple[float, float, float]) -> tuple[float, float, float]:
+def heart_geometry(head_a: tuple[float, float, float], head_b: tuple[float, float, float]
+                   ) -> tuple[float, float, float]:
     """(cx, cy, size) of the heart drawn above a pair, clear of both heads."""
     (ax, ay, ar), (bx, by, br) = head_a, head_b
     size = 0.7 * (ar + br)
@@ -171,14 +174,16 @@ def generate_emotic_scene(rng: np.random.Generator, config: EmoticSynthConfig = 
     """Sample, lay out and draw one scene; labels follow rules.person_categories exactly."""
     width, height = config.width, config.height
     scene = _choice(rng, SCENES, config.scene_probs)
-    n = int(rng.choice(np.arange(1, len(config.people_probs) + 1), p=np.asarray(config.people_probs) / sum(config.people_probs)))
+    n = int(rng.choice(np.arange(1, len(config.people_probs) + 1),
+                       p=np.asarray(config.people_probs) / sum(config.people_probs)))
     loner = n >= 3 and rng.random() < config.loner_prob
     paired = n >= 2 and rng.random() < config.pair_prob
     group_left = rng.random() < 0.5
 
     # depth t in [0, 1]: 0 far (small, high on the floor), 1 near (big, feet at the bottom edge)
     depth = rng.uniform(0.0, 0.45 if loner else 1.0, size=n)
-    heights = height * (config.far_height + (config.near_height - config.far_height) * depth) * rng.uniform(0.92, 1.08, n)
+    heights = (height * (config.far_height + (config.near_height - config.far_height) * depth)
+               * rng.uniform(0.92, 1.08, n))
     ground = height * (0.62 + 0.43 * depth)
     if loner:
         cxs = rng.uniform(0.05, 0.4, n) * width

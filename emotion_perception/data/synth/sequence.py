@@ -54,7 +54,8 @@ class SequenceSettings:
         if self.kind not in KINDS:
             raise ValueError(f"sequence kind must be one of {', '.join(KINDS)}, got '{self.kind}'")
         if self.frames < 1 or self.people < 1:
-            raise ValueError(f"a sequence needs >= 1 frame and >= 1 person, got {self.frames} frames, {self.people} people")
+            raise ValueError(f"a sequence needs >= 1 frame and >= 1 person, got {self.frames} frames, "
+                             f"{self.people} people")
         if self.rate_hz <= 0:
             raise ValueError(f"rate must be > 0 Hz, got {self.rate_hz}")
 
@@ -74,6 +75,12 @@ class SequenceFrame:
     index: int  # 1-based, as in MOTChallenge
     image: np.ndarray
     objects: tuple[SequenceObject, ...]
+
+
+def _box(box: np.ndarray) -> tuple[float, float, float, float]:
+    """x1, y1, x2, y2 of a (4,) box as floats."""
+    x1, y1, x2, y2 = (float(v) for v in box)
+    return x1, y1, x2, y2
 
 
 def _walk(x0: float, velocity: float, t: float, low: float, high: float) -> float:
@@ -134,7 +141,7 @@ def _bodies(settings: SequenceSettings) -> Iterator[SequenceFrame]:
             draw.draw_figure(image, figures[i])
         visible = _visibility(boxes, order, width, height)
         yield SequenceFrame(index, image, tuple(
-            SequenceObject(i + 1, tuple(float(v) for v in boxes[i]), float(visible[i]), labels[i]) for i in range(k)))
+            SequenceObject(i + 1, _box(boxes[i]), float(visible[i]), labels[i]) for i in range(k)))
 
 
 def _faces(settings: SequenceSettings) -> Iterator[SequenceFrame]:
@@ -152,7 +159,8 @@ def _faces(settings: SequenceSettings) -> Iterator[SequenceFrame]:
     tile_h = int(height / max(1.0, k * 0.75))  # lanes overlap a little in height: neighbours pass close
     scale = min(tile_h / (crop[3] - crop[1]), 0.45 * width / (crop[2] - crop[0]))
     tile = cv2.resize(photo[crop[1]:crop[3], crop[0]:crop[2]],
-                      (int((crop[2] - crop[0]) * scale), int((crop[3] - crop[1]) * scale)), interpolation=cv2.INTER_AREA)
+                      (int((crop[2] - crop[0]) * scale), int((crop[3] - crop[1]) * scale)),
+                      interpolation=cv2.INTER_AREA)
     face_in_tile = (face - [crop[0], crop[1], crop[0], crop[1]]) * scale
     tops = np.linspace(0, height - tile.shape[0], k) if k > 1 else np.array([(height - tile.shape[0]) / 2])
     starts = rng.uniform(0.0, 1.0, k) * (width - tile.shape[1])
@@ -171,12 +179,19 @@ def _faces(settings: SequenceSettings) -> Iterator[SequenceFrame]:
             boxes.append(np.array(face_in_tile) + [left, top, left, top])
         visible = _visibility(boxes, list(range(k)), width, height)
         yield SequenceFrame(index, image, tuple(
-            SequenceObject(i + 1, tuple(float(v) for v in boxes[i]), float(visible[i]), ("Happy",)) for i in range(k)))
+            SequenceObject(i + 1, _box(boxes[i]), float(visible[i]), ("Happy",)) for i in range(k)))
 
 
 def generate_sequence(settings: SequenceSettings) -> Iterator[SequenceFrame]:
     """The frames of one sequence, in order (same settings, same frames)."""
     return _bodies(settings) if settings.kind == "bodies" else _faces(settings)
+
+
+class _CaseConfigParser(configparser.ConfigParser):
+    """ConfigParser that keeps the case of keys: MOTChallenge keys are camelCase."""
+
+    def optionxform(self, optionstr: str) -> str:
+        return optionstr
 
 
 def write_sequence(out_dir: str | Path, settings: SequenceSettings) -> Path:
@@ -194,10 +209,10 @@ def write_sequence(out_dir: str | Path, settings: SequenceSettings) -> Path:
             write_rgb(out / "img1" / f"{frame.index:06d}.jpg", frame.image, jpeg_quality=95)
             for obj in frame.objects:
                 x1, y1, x2, y2 = obj.box
-                gt.write(f"{frame.index},{obj.track_id},{x1:.2f},{y1:.2f},{x2 - x1:.2f},{y2 - y1:.2f},1,1,{obj.visibility:.3f}\n")
+                gt.write(f"{frame.index},{obj.track_id},{x1:.2f},{y1:.2f},{x2 - x1:.2f},{y2 - y1:.2f},"
+                         f"1,1,{obj.visibility:.3f}\n")
                 writer.writerow([frame.index, obj.track_id, ";".join(obj.labels)])
-    info = configparser.ConfigParser()
-    info.optionxform = str  # MOTChallenge keys are camelCase
+    info = _CaseConfigParser()
     info["Sequence"] = {
         "name": out.name, "imDir": "img1", "frameRate": f"{settings.rate_hz:g}", "seqLength": str(settings.frames),
         "imWidth": str(settings.width), "imHeight": str(settings.height), "imExt": ".jpg",
@@ -224,9 +239,9 @@ def read_sequence_info(root: str | Path) -> SequenceInfo:
         root = root.parent
     ini = root / "seqinfo.ini"
     if not ini.is_file():
-        raise FileNotFoundError(f"{root}: no seqinfo.ini (expected a MOTChallenge sequence folder, e.g. from synth sequence)")
-    info = configparser.ConfigParser()
-    info.optionxform = str
+        raise FileNotFoundError(f"{root}: no seqinfo.ini "
+                                "(expected a MOTChallenge sequence folder, e.g. from synth sequence)")
+    info = _CaseConfigParser()
     info.read(ini, encoding="utf-8")
     section = info["Sequence"]
     image_dir = root / section.get("imDir", "img1")
