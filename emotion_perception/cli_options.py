@@ -159,3 +159,13 @@ def load_command_module(command: str, module_name: str) -> ModuleType:
         if not callable(getattr(module, function, None)):
             raise ImportError(f"{command}: {module_name} has no {function}()")
     return module
+
+
+def add_graph_options(parser: argparse.ArgumentParser) -> None:
+    """``--cuda-graph`` and ``--compile``: the GPU graph options of a predictor (the nodes'
+    ``cuda_graph`` and ``torch_compile`` parameters)."""
+    parser.add_argument("--cuda-graph", action="store_true",
+                        help="GPU: capture the network once per input shape as a CUDA graph and replay it "
+                             "(torch and tensorrt backends)")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch backend: torch.compile the network (the first calls compile)")

@@ -215,3 +215,23 @@ def test_bench_json_targets_of_the_wrong_kind_are_one_line_before_any_work(works
     with pytest.raises(SystemExit) as stop:
         cli_main(["bench", "bag", "--bag", str(tmp_path), "--rate", "5", "--json", str(tmp_path / target)])
     assert str(stop.value.code).startswith("bench bag: --json") and "\n" not in str(stop.value.code)
+
+
+def test_graph_options_reach_the_predictor_from_predict_and_bench(workspace, monkeypatch):
+    import emotion_perception.runtime.predictor as predictor_module
+
+    asked = []
+    real = predictor_module.load_predictor
+
+    def recording(*args, **kwargs):
+        asked.append((kwargs.get("cuda_graph"), kwargs.get("compile")))
+        return real(*args, **{**kwargs, "cuda_graph": False, "compile": False})  # CPU here: run plainly
+
+    monkeypatch.setattr(predictor_module, "load_predictor", recording)
+    out = workspace["root"] / "graph_opts"
+    assert cli_main(["predict", "--model", str(workspace["benet"]), str(workspace["images"][1]), "--backend", "torch",
+                     "--device", "cpu", "--cuda-graph", "--compile", "--json", str(out / "p.json")]) == 0
+    assert cli_main(["bench", "model", "--model", str(workspace["benet"]), "--backends", "torch", "--device", "cpu",
+                     "--people", "1", "--iterations", "1", "--warmup", "0", "--cuda-graph",
+                     "--cache-dir", str(workspace["root"] / "cache"), "--json", str(out / "b.json")]) == 0
+    assert asked[0] == (True, True) and asked[-1] == (True, False)

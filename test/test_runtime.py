@@ -298,7 +298,8 @@ GPU_TORCH = Availability(cuda=True, tensorrt=False, onnxruntime_providers=("CPUE
     ("checkpoint", GPU_FULL, ("tensorrt", "cuda:0")),
     ("onnx", GPU_FULL, ("tensorrt", "cuda:0")),
     ("engine", GPU_FULL, ("tensorrt", "cuda:0")),
-    ("checkpoint", GPU_ORT, ("onnxruntime", "cuda:0")),
+    ("checkpoint", GPU_ORT, ("torch", "cuda:0")),  # PyTorch fp16 beats ORT's CUDA provider on an fp32 graph
+    ("onnx", GPU_ORT, ("onnxruntime", "cuda:0")),
     ("checkpoint", GPU_TORCH, ("torch", "cuda:0")),
     ("onnx", GPU_TORCH, ("onnxruntime", "cpu")),
 ])
@@ -359,6 +360,61 @@ def test_physical_cores_ignore_hyperthreads_and_respect_affinity():
     assert physical_cores(text, allowed_cpus=2) == 2
     assert physical_cores("processor : 0\n\nprocessor : 1\n\n", allowed_cpus=2) == 2  # no topology given
     assert physical_cores() >= 1
+
+
+def test_auto_falls_back_along_the_chain_and_says_why(files, monkeypatch, caplog):
+    """TensorRT installed but its build fails, ONNX Runtime lists a GPU provider it cannot create,
+    PyTorch hits a CUDA error: ``auto`` ends on the CPU and logs each reason."""
+    import logging
+
+    import emotion_perception.runtime.onnxruntime_backend as onnxruntime_backend
+    import emotion_perception.runtime.predictor as predictor_module
+    import emotion_perception.runtime.tensorrt_backend as tensorrt_backend
+    import emotion_perception.runtime.torch_backend as torch_backend
+    from emotion_perception.export.tensorrt_build import TensorRTBuildError
+
+    tried = []
+    real_ort_open = onnxruntime_backend.open_backend
+
+    def tensorrt_fails(path, kind, device, precision, cache, options):
+        tried.append(("tensorrt", device))
+        raise TensorRTBuildError(f"{path}: TensorRT could not parse the ONNX graph: node 3: unsupported op")
+
+    def onnxruntime_gpu_fails(path, kind, device, precision, cache, options):
+        tried.append(("onnxruntime", device))
+        if device != "cpu":
+            raise ValueError(f"{path}: no GPU provider could be created on {device} (got ('CPUExecutionProvider',))")
+        return real_ort_open(path, kind, device, precision, cache, options)
+
+    def torch_cuda_fails(path, kind, device, precision, cache, options):
+        tried.append(("torch", device))
+        raise RuntimeError("CUDA error: no kernel image is available for execution on the device")
+
+    monkeypatch.setattr(predictor_module, "probe_availability", lambda: GPU_FULL)
+    monkeypatch.setattr(tensorrt_backend, "open_backend", tensorrt_fails)
+    monkeypatch.setattr(onnxruntime_backend, "open_backend", onnxruntime_gpu_fails)
+    monkeypatch.setattr(torch_backend, "open_backend", torch_cuda_fails)
+    with caplog.at_level(logging.WARNING, logger="emotion_perception.runtime.predictor"):
+        predictor = load_predictor(files["benet"], device="auto", cache_dir=files["cache"])
+    assert tried == [("tensorrt", "cuda:0"), ("onnxruntime", "cuda:0"), ("torch", "cuda:0"), ("onnxruntime", "cpu")]
+    assert predictor.backend.name == "onnxruntime" and predictor.backend.device == "cpu"
+    logged = " ".join(record.getMessage() for record in caplog.records)
+    assert "could not parse" in logged and "no GPU provider could be created" in logged and "CUDA error" in logged
+
+    # When nothing opens, one error gives every backend's reason.
+    monkeypatch.setattr(onnxruntime_backend, "open_backend", lambda *args: (_ for _ in ()).throw(OSError("disk full")))
+    with pytest.raises(ValueError, match="no backend could open it here: tensorrt on cuda:0: .*disk full"):
+        load_predictor(files["benet"], device="auto", cache_dir=files["cache"])
+
+
+def test_auto_does_not_hide_a_broken_model_file_behind_the_next_backend(tmp_path, monkeypatch):
+    import emotion_perception.runtime.predictor as predictor_module
+
+    (tmp_path / "bad.pt").write_bytes(b"PK\x03\x04 truncated zip")
+    monkeypatch.setattr(predictor_module, "probe_availability", lambda: CPU_ONLY)
+    with pytest.raises(ValueError, match="bad.pt.*not a readable torch checkpoint") as err:
+        load_predictor(tmp_path / "bad.pt", device="cpu")
+    assert "no backend could open" not in str(err.value)
 
 
 # --------------------------------------------------------------------------- the backend table

@@ -32,7 +32,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-from emotion_perception.cli_options import MODEL_FILE_HELP, PRESET_HELP, add_batch_size, add_device, parse_preset
+from emotion_perception.cli_options import (
+    MODEL_FILE_HELP,
+    PRESET_HELP,
+    add_batch_size,
+    add_device,
+    add_graph_options,
+    parse_preset,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -53,6 +60,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--precisions", default="fp32",
                         help="comma-separated: fp32, fp16 (GPU), int8 (onnxruntime, quantised on synthetic scenes)")
     add_device(parser)
+    add_graph_options(parser)
     parser.add_argument("--input-size", nargs=2, type=int, metavar=("H", "W"),
                         help="BENet input (multiples of 32; default: the model's training size)")
     add_batch_size(parser, 1, "batch of the model-only measurement")
@@ -452,7 +460,8 @@ def main(args: argparse.Namespace) -> int:
             try:
                 predictors.append(load_predictor(
                     model_path, backend=backend, device=args.device, input_size=input_size, precision=precision,
-                    cache_dir=cache_dir, threads=args.threads, face_detector=args.face_detector))
+                    cache_dir=cache_dir, threads=args.threads, face_detector=args.face_detector,
+                    cuda_graph=args.cuda_graph, compile=args.compile))
             except (ValueError, ImportError, RuntimeError) as err:
                 skipped.append(f"{backend}/{precision}: {err}")
                 print(f"skipped {backend}/{precision}: {err}", file=sys.stderr)

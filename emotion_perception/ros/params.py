@@ -53,6 +53,12 @@ COMMON_PARAMETERS: tuple[ParameterSpec, ...] = (
                   "Inference backend; auto picks the fastest available and logs why.",
                   read_only=True, choices=BACKENDS),
     ParameterSpec("device", str, "auto, cpu, cuda or cuda:N.", read_only=True),
+    ParameterSpec("cuda_graph", bool,
+                  "GPU: capture the network once per input shape as a CUDA graph and replay it "
+                  "(torch and tensorrt backends; saves per-layer launch overhead).", read_only=True),
+    ParameterSpec("torch_compile", bool,
+                  "torch backend: torch.compile the network (slow first frames while it compiles).",
+                  read_only=True),
     ParameterSpec("input_size", int,
                   "Network input side in pixels (multiple of 32); 0: the model's own size.",
                   read_only=True, min_value=0, max_value=2048),

@@ -294,7 +294,8 @@ class EmotionPerceptionNode(LifecycleNode):
             raise FileNotFoundError(f"model_path '{path}' is a directory, not a model file")
         if not Path(path).is_file():
             raise FileNotFoundError(f"model_path '{path}' does not exist")
-        options: dict[str, Any] = {}
+        options: dict[str, Any] = {"cuda_graph": self._settings["cuda_graph"],
+                                   "compile": self._settings["torch_compile"]}
         if "face_detector" in self._settings:
             options["face_detector"] = self._settings["face_detector"]
         predictor = load_predictor(

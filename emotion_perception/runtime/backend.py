@@ -357,6 +357,21 @@ def _devices_to_try(device: str, available: Availability) -> list[str]:
     return [resolved] if resolved == "cpu" else [resolved, "cpu"]
 
 
+def _device_order(kind: str, target: str, available: Availability) -> tuple[BackendEntry, ...]:
+    """:data:`BACKENDS` in the order ``auto`` tries them on ``target``. One exception to the table
+    order: on a GPU whose ONNX Runtime has only the CUDA provider (no TensorRT provider), a
+    checkpoint runs faster in PyTorch at fp16 than as ONNX Runtime's fp32 graph, so torch goes
+    first there."""
+    from emotion_perception.runtime.onnxruntime_backend import TRT_EP
+
+    if target == "cpu" or kind != "checkpoint" or TRT_EP in available.onnxruntime_providers:
+        return BACKENDS
+    torch_row = backend_entry("torch")
+    ordered = [entry for entry in BACKENDS if entry is not torch_row]
+    ordered.insert(next(i for i, entry in enumerate(ordered) if entry.name == "onnxruntime"), torch_row)
+    return tuple(ordered)
+
+
 def auto_candidates(kind: str, device: str, available: Availability) -> list[tuple[str, str, str]]:
     """Every (backend, device, reason) that can run a model file of ``kind`` here, best first:
     the GPU (if any) before the CPU, on each device the :data:`BACKENDS` order. Each reason says
@@ -368,7 +383,7 @@ def auto_candidates(kind: str, device: str, available: Availability) -> list[tup
     passed_over: list[str] = []
     refusals: dict[str, str] = {}
     for target in _devices_to_try(device, available):
-        for entry in BACKENDS:
+        for entry in _device_order(kind, target, available):
             if kind not in entry.kinds:
                 refusals.setdefault(entry.name, f"opens no {kind} files")
                 continue

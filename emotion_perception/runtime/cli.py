@@ -15,6 +15,7 @@ from emotion_perception.cli_options import (
     add_deprecated_alias,
     add_detection_threshold,
     add_device,
+    add_graph_options,
     add_max_people,
     add_model_file,
 )
@@ -29,6 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                            "by the setup)")
     parser.add_argument("--backend", choices=BACKENDS, default="auto", help="inference backend (default: auto)")
     add_device(parser)
+    add_graph_options(parser)
     parser.add_argument("--precision", choices=PRECISIONS, default="auto", help="torch/TensorRT precision")
     parser.add_argument("--input-size", nargs=2, type=int, metavar=("H", "W"),
                         help="BENet canvas, multiples of 32 (default: longer side at the training size)")
@@ -111,6 +113,7 @@ def main(args: argparse.Namespace) -> int:
             args.model, backend=args.backend, device=args.device,
             input_size=tuple(args.input_size) if args.input_size else None, precision=args.precision,
             cache_dir=args.cache_dir, face_detector=args.face_detector,
+            cuda_graph=args.cuda_graph, compile=args.compile,
         )
     except (FileNotFoundError, ValueError, ImportError, RuntimeError) as err:
         print(f"error: {err}", file=sys.stderr)

@@ -24,15 +24,18 @@ from typing import Any
 
 import numpy as np
 
-from emotion_perception.export.model_card import ModelCard
+from emotion_perception.errors import FieldError
+from emotion_perception.export.model_card import ModelCard, ModelCardError
 from emotion_perception.runtime.backend import (
+    Availability,
     Backend,
     OpenOptions,
+    auto_candidates,
     backend_entry,
     choose_backend,
     probe_availability,
 )
-from emotion_perception.runtime.model_files import detect_model_kind
+from emotion_perception.runtime.model_files import ModelFileError, detect_model_kind
 from emotion_perception.runtime.preprocess import (
     canvas_geometry,
     check_image,
@@ -374,6 +377,41 @@ def _face_detector(method: str, device: str) -> Any:
     return FaceDetector(method=method)
 
 
+# Errors that say the model file itself is wrong: no other backend would do better, so ``auto``
+# reports them at once instead of trying the next backend.
+_FILE_ERRORS: tuple[type[Exception], ...] = (FileNotFoundError, FieldError, ModelCardError, ModelFileError)
+
+
+def _open_first_that_works(model_path: Path, kind: str, device: str, precision: str,
+                           cache_dir: str | Path | None, options: OpenOptions,
+                           available: Availability) -> tuple[Backend, str]:
+    """``backend="auto"``: open the candidates of :func:`auto_candidates` in turn (TensorRT, then
+    ONNX Runtime's GPU providers or PyTorch fp16 on the GPU, then the CPU) until one opens; a
+    backend that is installed but fails (TensorRT parse or build, an ONNX Runtime provider that
+    cannot be created, a CUDA error) is logged with its reason and the next one is tried."""
+    failures: list[str] = []
+    for name, target, reason in auto_candidates(kind, device, available):
+        entry = backend_entry(name)
+        if precision != "auto" and (precision not in entry.precisions
+                                    or (target == "cpu" and precision not in entry.cpu_precisions)):
+            failures.append(f"{name} on {target}: does not run precision {precision}")
+            continue
+        try:
+            runner = entry.open(model_path, kind, target, precision, cache_dir, options)
+        except _FILE_ERRORS:
+            raise
+        except Exception as err:
+            failures.append(f"{name} on {target}: {type(err).__name__}: {err}")
+            LOGGER.warning("%s: backend %s on %s failed, trying the next one: %s: %s", model_path.name, name, target,
+                           type(err).__name__, err)
+            continue
+        if failures:
+            reason += f" (after: {'; '.join(failures)})"
+        LOGGER.info("%s: backend %s on %s (%s)", model_path.name, name, target, reason)
+        return runner, target
+    raise ValueError(f"{model_path}: no backend could open it here: {'; '.join(failures)}")
+
+
 def load_predictor(
     model_path: str | Path,
     backend: str = "auto",
@@ -405,14 +443,18 @@ def load_predictor(
     model_path = resolve_model_path(model_path)
     kind = detect_model_kind(model_path)
     available = probe_availability()
-    backend_name, resolved_device, reason = choose_backend(kind, backend, device, available)
-    LOGGER.info("%s: backend %s on %s (%s)", model_path.name, backend_name, resolved_device, reason)
     if input_size is not None:
         input_size = (int(input_size[0]), int(input_size[1]))
     options = OpenOptions(threads=threads, compile=compile, cuda_graph=cuda_graph,
                           max_batch={name: family.max_batch for name, family in PREDICTORS.items()},
                           onnxruntime_providers=available.onnxruntime_providers)
-    runner = backend_entry(backend_name).open(model_path, kind, resolved_device, precision, cache_dir, options)
+    if backend == "auto":
+        runner, resolved_device = _open_first_that_works(model_path, kind, device, precision, cache_dir, options,
+                                                         available)
+    else:
+        backend_name, resolved_device, reason = choose_backend(kind, backend, device, available)
+        LOGGER.info("%s: backend %s on %s (%s)", model_path.name, backend_name, resolved_device, reason)
+        runner = backend_entry(backend_name).open(model_path, kind, resolved_device, precision, cache_dir, options)
     card = runner.card  # read from the model file's own metadata (checkpoint config / model card)
 
     if card.model_name in ("cahfw", "expression"):
