@@ -233,16 +233,22 @@ def sidecar_path(model_path: str | Path) -> Path:
     return model_path.with_name(model_path.name + ".json")
 
 
-def write_sidecar(card: ModelCard, model_path: str | Path) -> Path:
-    """Write ``<model>.json`` beside, then rename: a reader never sees half a card."""
-    path = sidecar_path(model_path)
+def write_file_atomically(path: str | Path, data: bytes) -> Path:
+    """Write ``data`` beside ``path``, then rename it there: a reader (another node starting at
+    the same time) sees the old file or the whole new one, never half of it."""
+    path = Path(path)
     partial = path.with_name(f"{path.name}.partial-{os.getpid()}")
     try:
-        partial.write_text(card.to_json() + "\n", encoding="utf-8")
+        partial.write_bytes(data)
         os.replace(partial, path)
     finally:
         partial.unlink(missing_ok=True)
     return path
+
+
+def write_sidecar(card: ModelCard, model_path: str | Path) -> Path:
+    """Write ``<model>.json`` (atomically: :func:`write_file_atomically`)."""
+    return write_file_atomically(sidecar_path(model_path), (card.to_json() + "\n").encode("utf-8"))
 
 
 def read_sidecar(model_path: str | Path) -> ModelCard | None:

@@ -16,7 +16,6 @@ Engines are named and invalidated by :mod:`emotion_perception.export.engine_cach
 from __future__ import annotations
 
 import logging
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +28,14 @@ from emotion_perception.export.engine_cache import (
     file_sha256,
     validate_profile,
 )
-from emotion_perception.export.model_card import ModelCard, card_from_dict, read_onnx_card, sidecar_path, write_sidecar
+from emotion_perception.export.model_card import (
+    ModelCard,
+    card_from_dict,
+    read_onnx_card,
+    sidecar_path,
+    write_file_atomically,
+    write_sidecar,
+)
 
 LOGGER = logging.getLogger(__name__)
 DEFAULT_WORKSPACE_BYTES = 4 << 30
@@ -129,18 +135,10 @@ def build_engine(
     finally:
         torch.cuda.set_device(previous_device)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    partial = out_path.with_name(f"{out_path.name}.partial-{os.getpid()}")
-    try:
-        partial.write_bytes(bytes(serialized))
-        os.replace(partial, out_path)
-    finally:
-        partial.unlink(missing_ok=True)
+    write_file_atomically(out_path, bytes(serialized))
     if timing_cache_path is not None:
-        timing_cache_path = Path(timing_cache_path)
-        timing_cache_path.parent.mkdir(parents=True, exist_ok=True)
-        partial_cache = timing_cache_path.with_name(f"{timing_cache_path.name}.partial-{os.getpid()}")
-        partial_cache.write_bytes(bytes(config.get_timing_cache().serialize()))
-        os.replace(partial_cache, timing_cache_path)
+        Path(timing_cache_path).parent.mkdir(parents=True, exist_ok=True)
+        write_file_atomically(timing_cache_path, bytes(config.get_timing_cache().serialize()))
     return out_path
 
 

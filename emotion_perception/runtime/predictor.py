@@ -392,9 +392,10 @@ def _open_first_that_works(model_path: Path, kind: str, device: str, precision: 
     failures: list[str] = []
     for name, target, reason in auto_candidates(kind, device, available):
         entry = backend_entry(name)
-        if precision != "auto" and (precision not in entry.precisions
-                                    or (target == "cpu" and precision not in entry.cpu_precisions)):
-            failures.append(f"{name} on {target}: does not run precision {precision}")
+        try:
+            entry.check_precision(precision, target)
+        except ValueError as err:
+            failures.append(f"{name} on {target}: {err}")
             continue
         try:
             runner = entry.open(model_path, kind, target, precision, cache_dir, options)
