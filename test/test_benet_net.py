@@ -12,7 +12,13 @@ import pytest
 import torch
 from torch import nn
 
-from emotion_perception.nets.attention import AttentionBlock, ChannelAttention, SpatialAttention
+from emotion_perception.nets.attention import (
+    AttentionBlock,
+    ChannelAttention,
+    MeanAsConvSpatialAttention,
+    SpatialAttention,
+    with_mean_as_conv,
+)
 from emotion_perception.nets.benet import BENET_PRESETS, BENet, BENetConfig
 from emotion_perception.nets.blocks import BasicBlock, Bottleneck
 from emotion_perception.nets.factory import (
@@ -117,6 +123,32 @@ def test_spatial_attention_matches_numpy() -> None:
     expected = xn * _sigmoid(0.7 * xn.max(axis=1, keepdims=True) - 1.3 * xn.mean(axis=1, keepdims=True))
     np.testing.assert_allclose(block(x).detach().numpy(), expected, rtol=1e-5, atol=1e-6)
     assert block.conv.bias is None
+
+
+def test_inference_form_of_spatial_attention_matches_numpy() -> None:
+    # The export form (channel mean as a 1x1 convolution) against the same numpy formula.
+    block = SpatialAttention()
+    with torch.no_grad():
+        block.conv.weight.copy_(torch.tensor([0.7, -1.3]).view(1, 2, 1, 1))
+    x = torch.randn(2, 6, 4, 5, dtype=torch.float64)
+    xn = x.numpy()
+    w_max, w_mean = (float(np.float32(w)) for w in (0.7, -1.3))  # the weights as stored, float32
+    expected = xn * _sigmoid(w_max * xn.max(axis=1, keepdims=True) + w_mean * xn.mean(axis=1, keepdims=True))
+    rewritten = MeanAsConvSpatialAttention(block, channels=6).double()
+    # w_mean / C is stored in float32 too: agreement to float32 precision, not float64.
+    np.testing.assert_allclose(rewritten(x).numpy(), expected, rtol=1e-6, atol=1e-7)
+
+
+def test_with_mean_as_conv_rewrites_a_copy_and_keeps_outputs(tiny: BENet) -> None:
+    rewritten = with_mean_as_conv(tiny)
+    kinds = [type(b.spatial) for b in rewritten.modules() if isinstance(b, AttentionBlock)]
+    assert kinds and set(kinds) == {MeanAsConvSpatialAttention}
+    assert all(isinstance(b.spatial, SpatialAttention) for b in tiny.modules() if isinstance(b, AttentionBlock))
+    image = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        before, after = tiny(image), rewritten(image)
+    for name, value in before.items():
+        torch.testing.assert_close(after[name], value, rtol=1e-5, atol=1e-5)
 
 
 def test_attention_block_hand_computed() -> None:

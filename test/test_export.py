@@ -86,6 +86,50 @@ def test_benet_maps_match_pytorch_at_dynamic_shapes(benet_model, maps_export, sh
         assert _max_abs(outputs[name], value.numpy()) < 1e-4, name
 
 
+def _channel_reductions(model: onnx.ModelProto, op_type: str = "ReduceMean") -> list[str]:
+    """Names of ``op_type`` nodes that reduce over the channel axis (axes as attribute or input)."""
+    constants = {t.name: onnx.numpy_helper.to_array(t).tolist() for t in model.graph.initializer}
+    for node in model.graph.node:
+        if node.op_type == "Constant":
+            constants[node.output[0]] = onnx.numpy_helper.to_array(node.attribute[0].t).tolist()
+    found = []
+    for node in model.graph.node:
+        if node.op_type != op_type:
+            continue
+        axes = next((list(a.ints) for a in node.attribute if a.name == "axes"), None)
+        if axes is None and len(node.input) > 1:
+            axes = constants.get(node.input[1])
+        if axes is not None and 1 in np.atleast_1d(axes):
+            found.append(node.name)
+    return found
+
+
+def test_export_computes_the_spatial_channel_mean_as_a_convolution(benet_model, maps_export):
+    # Why: a channel-axis ReduceMean runs outside ONNX Runtime's blocked conv layout (docs/BENCHMARKS.md).
+    model = onnx.load(str(maps_export.onnx_path))
+    assert _channel_reductions(model) == []
+    blocks = [m for m in benet_model.modules() if type(m).__name__ == "AttentionBlock"]
+    mean_convs = [n for n in model.graph.node if n.op_type == "Conv" and "/spatial/" in n.name]
+    # one channel mean (as a conv) per channel max: every spatial attention the graph keeps
+    # (blocks of training-only heads are pruned from the inference graph)
+    assert 0 < len(mean_convs) == len(_channel_reductions(model, "ReduceMax")) <= len(blocks)
+    assert maps_export.card.source["graph_rewrites"] == ["spatial_attention_mean_as_conv"]
+    # the model itself is not rewritten, and the card says which exporter made the graph
+    assert all(type(b.spatial).__name__ == "SpatialAttention" for b in blocks)
+    assert maps_export.card.source["export_revision"] >= 2
+
+
+def test_export_without_rewrites_keeps_the_trained_form(benet_model, maps_export, tmp_path):
+    plain = export_onnx(benet_model, tmp_path / "plain.onnx", graph_rewrites=False)
+    model = onnx.load(str(plain.onnx_path))
+    assert len(_channel_reductions(model)) == len(_channel_reductions(model, "ReduceMax")) > 0
+    assert plain.card.source["graph_rewrites"] == []
+    image = np.random.default_rng(3).standard_normal((1, 3, 64, 96)).astype(np.float32)
+    rewritten = run_onnx_cpu(maps_export.onnx_path, ["image"], [image])
+    for name, value in run_onnx_cpu(plain.onnx_path, ["image"], [image]).items():
+        assert _max_abs(rewritten[name], value) < 1e-4, name
+
+
 def test_onnx_graph_declares_dynamic_batch_height_width(maps_export):
     model = onnx.load(str(maps_export.onnx_path))
     (image,) = [i for i in model.graph.input if i.name == "image"]
@@ -259,8 +303,9 @@ def test_engine_file_name_records_version_gpu_and_precision(tmp_path):
     assert slug("Orin (nvgpu)/x") == "Orin-nvgpu-x"
     # Different machines or precisions never share a file.
     paths = {engine_path(tmp_path, "m", _key()), engine_path(tmp_path, "m", _key(tensorrt_version="10.4.0")),
-             engine_path(tmp_path, "m", _key(gpu_name="Orin")), engine_path(tmp_path, "m", _key(precision="fp32"))}
-    assert len(paths) == 4
+             engine_path(tmp_path, "m", _key(gpu_name="Orin")), engine_path(tmp_path, "m", _key(precision="fp32")),
+             engine_path(tmp_path, "m", _key(tf32=False))}
+    assert len(paths) == 5
 
 
 def test_matching_engine_is_loaded_and_stale_ones_rebuilt(tmp_path):
@@ -275,9 +320,18 @@ def test_matching_engine_is_loaded_and_stale_ones_rebuilt(tmp_path):
         ("gpu_name", "NVIDIA GeForce RTX 3060", "gpu_name"),
         ("compute_capability", "8.6", "compute_capability"),
         ("precision", "fp32", "precision"),
+        ("tf32", False, "tf32"),
     ]:
         decision = decide(tmp_path / "e.engine", True, {**recorded, field: value}, wanted)
         assert decision.action == "build" and any(reason in r for r in decision.reasons), field
+
+
+def test_records_older_than_the_tf32_field_count_as_tf32_engines(tmp_path):
+    recorded = _key().to_dict()
+    del recorded["tf32"]
+    assert decide(tmp_path / "e.engine", True, recorded, _key()).action == "load"
+    strict = decide(tmp_path / "e.engine", True, recorded, _key(tf32=False))
+    assert strict.action == "build" and strict.reasons == ("tf32 True != wanted False",)
 
 
 def test_engine_profile_must_cover_the_wanted_shapes():

@@ -180,8 +180,15 @@ def test_bench_model_reports_latency_and_people_scaling(workspace, capsys):
         assert set(row["latency_ms"]) >= {"p50", "p90", "p99", "mean"} and row["fps"] > 0
         assert row["latency_ms"]["p50"] <= row["latency_ms"]["p99"]
         assert row["backend"] == "onnxruntime" and row["device"] == "cpu"
-    assert "pipeline_latency_ratio_3_vs_1_people[onnxruntime,fp32]" in document["summary"]
-    assert document["summary"]["gmacs"] > 0
+    summary = document["summary"]
+    assert "pipeline_latency_ratio_3_vs_1_people[onnxruntime,fp32]" in summary
+    assert summary["gmacs"] > 0
+    # the floor: the model's GMACs at the conv-stack rate measured in this run, same threads
+    floor = summary["cpu_floor"]
+    assert floor["model_gmacs"] == summary["gmacs"] and floor["gmacs_per_s"] > 0 and floor["probe_runs"] == 2
+    assert floor["floor_ms"] == pytest.approx(summary["gmacs"] / floor["gmacs_per_s"] * 1000.0)
+    model_p50 = document["results"][0]["latency_ms"]["p50"]
+    assert summary["latency_over_floor[onnxruntime,fp32]"] == pytest.approx(model_p50 / floor["floor_ms"])
 
 
 def test_bench_cahfw_measures_classification_per_face_count(workspace):

@@ -604,6 +604,21 @@ def test_the_untouched_cards_load(card_exports):
         assert predictor.model_name == model.split("_")[0]
 
 
+def test_exports_of_an_older_exporter_are_made_again(files, tmp_path, monkeypatch):
+    import emotion_perception.export.onnx_export as onnx_export
+    from emotion_perception.runtime.model_files import cached_onnx
+
+    path, card = cached_onnx(files["benet"], tmp_path)
+    assert card.source["export_revision"] == onnx_export.EXPORT_REVISION
+    again, _ = cached_onnx(files["benet"], tmp_path)
+    assert again == path and again.stat().st_mtime_ns == path.stat().st_mtime_ns
+    stamp = path.stat().st_mtime_ns
+    monkeypatch.setattr(onnx_export, "EXPORT_REVISION", onnx_export.EXPORT_REVISION + 1)
+    newer, newer_card = cached_onnx(files["benet"], tmp_path)
+    assert newer_card.source["export_revision"] == onnx_export.EXPORT_REVISION
+    assert newer.stat().st_mtime_ns != stamp
+
+
 def test_partials_of_killed_exports_are_cleaned_and_a_failed_export_leaves_none(files, tmp_path):
     import subprocess
     import sys

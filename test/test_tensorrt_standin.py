@@ -193,6 +193,19 @@ def test_tf32_can_be_turned_off_for_parity_checks(monkeypatch, gpu_standin, bene
     assert trt.built[-1]["flags"] == set()  # TensorRT's default TF32 is cleared, not merely not set
 
 
+def test_strict_fp32_and_tf32_engines_are_cached_apart(monkeypatch, gpu_standin, benet_onnx, tmp_path):
+    trt = fake_tensorrt()
+    _install(monkeypatch, trt, gpu_standin)
+    cache = tmp_path / "cache"
+    default = tensorrt_build.ensure_engine(benet_onnx, cache, "fp32")
+    strict = tensorrt_build.ensure_engine(benet_onnx, cache, "fp32", allow_tf32=False)
+    assert default != strict and len(trt.built) == 2
+    # each is a cache hit for its own setting, never a rebuild of the other
+    assert tensorrt_build.ensure_engine(benet_onnx, cache, "fp32") == default
+    assert tensorrt_build.ensure_engine(benet_onnx, cache, "fp32", allow_tf32=False) == strict
+    assert len(trt.built) == 2
+
+
 def test_the_engine_is_built_on_the_requested_gpu_and_written_whole(monkeypatch, gpu_standin, benet_onnx, tmp_path):
     trt = fake_tensorrt()
     _install(monkeypatch, trt, gpu_standin)

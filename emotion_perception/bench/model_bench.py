@@ -10,7 +10,8 @@ Three kinds of measurement (all after warm-up, wall-clock, device synchronised):
   (top-down): face detection (dlib, reported on its own: on stylised synthetic faces it finds
   few or none) and the classification of N faces given their boxes (``classify_faces``; one
   batch of N face + context crops), which grows with N;
-* the CPU floor of a model: its MACs divided by the machine's peak multiply-accumulate rate.
+* the CPU floor of a model: its MACs divided by the rate ONNX Runtime reaches on a plain stack
+  of 3x3 convolutions at the same thread count, measured in the same run (bench/cpu_floor.py).
 
 Measurements that are compared with each other are ordered so that load from other processes
 on a shared machine skews them alike: people counts of one backend are taken in turns, call by
@@ -46,9 +47,6 @@ if TYPE_CHECKING:
 
 LOGGER = logging.getLogger(__name__)
 CAMERA_SIZE = (480, 640)  # (H, W) of the synthetic camera frames of the pipeline measurements
-# Peak fp32 multiply-accumulates per second of the reference CPU (2 cores of this project's
-# machines: AVX-512, 2 FMA ports): the floor of a convolutional network's CPU latency.
-DEFAULT_PEAK_GMACS = 222.0
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -72,8 +70,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="CPU intra-op threads of every backend (default: ONNX Runtime physical cores, "
                              "PyTorch its own default)")
     parser.add_argument("--seed", type=int, default=0, help="weights seed (presets) and scene seed")
-    parser.add_argument("--peak-gmacs", type=float, default=DEFAULT_PEAK_GMACS,
-                        help="CPU peak GMAC/s for the floor ratio (default: 2 cores at ~111 GMAC/s each)")
+    parser.add_argument("--floor", action=argparse.BooleanOptionalAction, default=True,
+                        help="measure the CPU floor beside CPU models: ONNX Runtime on a plain 3x3 conv stack "
+                             "at the same thread count (default: on)")
     parser.add_argument("--face-detector", choices=("mtcnn", "hog", "cnn"), default="hog",
                         help="CAHFW-Net face detector")
     parser.add_argument("--cache-dir", type=Path, help="where exported/quantised models are cached")
@@ -235,17 +234,21 @@ def resolve_model(model_file: str | None, preset_spec: str | None, cache_dir: Pa
     return target, f"{name}:{preset} (seeded random weights)"
 
 
-def model_macs(model_path: Path, input_size: tuple[int, int] | None) -> float | None:
-    """GMACs of one inference forward of a checkpoint's model (None for ONNX/engine files)."""
-    from emotion_perception.nets.factory import load_model_from_checkpoint
+def model_macs(model_path: Path, input_size: tuple[int, int] | None, card: Any = None) -> float | None:
+    """GMACs of one inference forward of the model in ``model_path``: a checkpoint's own model, or
+    for ONNX / engine files the model their card (``card``) describes; None without either."""
+    from emotion_perception.nets.factory import config_from_dict, get_entry, load_model_from_checkpoint
     from emotion_perception.nets.profile import profile_model
     from emotion_perception.runtime.model_files import detect_model_kind
 
-    if detect_model_kind(model_path) != "checkpoint":
+    if detect_model_kind(model_path) == "checkpoint":
+        model, _ = load_model_from_checkpoint(model_path)
+    elif card is not None:
+        model = get_entry(card.model_name).builder(config_from_dict(card.model_name, card.config, model_path))
+    else:
         return None
-    model, _ = load_model_from_checkpoint(model_path)
     # Every registered model has example_inputs (nets.factory's contract); nn.Module's type cannot say so.
-    example_inputs = cast("Callable[..., tuple[torch.Tensor, ...]]", model.example_inputs)
+    example_inputs = cast("Callable[..., tuple[torch.Tensor, ...]]", model.eval().example_inputs)
     return profile_model(model, example_inputs(1, input_size)).gmacs
 
 
@@ -368,8 +371,10 @@ def measure_people(predictor: Any, label: str, people: Sequence[int], iterations
     return results
 
 
-def summarise(results: Sequence[Measurement], gmacs: float | None, peak_gmacs: float) -> dict[str, Any]:
-    """Ratios the targets are stated in (see docs/BENCHMARKS.md)."""
+def summarise(results: Sequence[Measurement], gmacs: float | None,
+              floor: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Ratios the targets are stated in (see docs/BENCHMARKS.md); ``floor`` is
+    :meth:`emotion_perception.bench.cpu_floor.FloorProbe.report` of the model's GMACs."""
     summary: dict[str, Any] = {}
     model_rows = [r for r in results if r.kind == "model"]
 
@@ -386,13 +391,13 @@ def summarise(results: Sequence[Measurement], gmacs: float | None, peak_gmacs: f
     if torch_fp32 and ort_int8:
         summary["int8_onnxruntime_speedup_over_torch_fp32"] = torch_fp32 / ort_int8
     if gmacs is not None:
-        floor_ms = gmacs / peak_gmacs * 1000.0
         summary["gmacs"] = gmacs
-        summary["cpu_floor_ms"] = floor_ms
-        summary["peak_gmacs_per_s"] = peak_gmacs
+    if floor is not None:
+        summary["cpu_floor"] = floor
         for row in model_rows:
-            if row.device == "cpu" and row.batch == 1:
-                summary[f"latency_over_floor[{row.backend},{row.precision}]"] = row.latency_ms["p50"] / floor_ms
+            if row.device == "cpu":
+                summary[f"latency_over_floor[{row.backend},{row.precision}]"] = (
+                    row.latency_ms["p50"] / (floor["floor_ms"] * row.batch))
     for kind in ("pipeline", "classify_faces"):
         groups: dict[tuple[str, str], dict[int, float]] = {}
         for row in results:
@@ -420,6 +425,20 @@ def format_table(results: Sequence[Measurement]) -> str:
 
 def _split(text: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def _floor_probe(args: argparse.Namespace, predictors: Sequence[Any], skipped: list[str]) -> Any:
+    """The CPU floor probe at the ONNX Runtime backend's thread count, when a CPU model is measured."""
+    if not args.floor or not any(p.backend.device == "cpu" for p in predictors):
+        return None
+    try:
+        from emotion_perception.bench.cpu_floor import FloorProbe
+        from emotion_perception.runtime.onnxruntime_backend import physical_cores
+
+        return FloorProbe(args.threads or physical_cores())
+    except ImportError as err:
+        skipped.append(f"CPU floor: needs onnxruntime ({err})")
+        return None
 
 
 def main(args: argparse.Namespace) -> int:
@@ -466,9 +485,15 @@ def main(args: argparse.Namespace) -> int:
                 skipped.append(f"{backend}/{precision}: {err}")
                 print(f"skipped {backend}/{precision}: {err}", file=sys.stderr)
     results: list[Measurement] = []
+    probe = _floor_probe(args, predictors, skipped)
     if predictors:
         print(f"measuring: {', '.join(map(str, predictors))}", flush=True)
+        # The floor probe half before and half after the models: drifts of load average out.
+        if probe is not None:
+            probe.measure(max(1, args.iterations // 2), args.warmup)
         results.extend(measure_models(predictors, label, args.batch_size, args.iterations, args.warmup, args.seed))
+        if probe is not None:
+            probe.measure(max(1, args.iterations - args.iterations // 2), 0)
         print(format_table(results), flush=True)
         for predictor in predictors:
             rows = measure_people(predictor, label, people, args.iterations, args.warmup, args.seed)
@@ -481,12 +506,19 @@ def main(args: argparse.Namespace) -> int:
         return 2
     gmacs = None
     if any(r.device == "cpu" for r in results):
-        gmacs = model_macs(model_path, input_size)
-    summary = summarise(results, gmacs, args.peak_gmacs)
+        # MACs at the size the model rows ran at (a camera frame's letterbox unless --input-size).
+        measured_size = next((r.input_size for r in results if r.kind == "model"), input_size)
+        gmacs = model_macs(model_path, measured_size, predictors[0].card if predictors else None)
+    floor = probe.report(gmacs) if probe is not None and gmacs is not None else None
+    summary = summarise(results, gmacs, floor)
     print("\n" + format_table(results))
     print("\nsummary:")
     for key, value in summary.items():
-        print(f"  {key}: {value:.3f}" if isinstance(value, float) else f"  {key}: {value}")
+        if isinstance(value, dict):
+            print(f"  {key}: " + ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
+                                           for k, v in value.items()))
+        else:
+            print(f"  {key}: {value:.3f}" if isinstance(value, float) else f"  {key}: {value}")
     for note in skipped:
         print(f"  skipped {note}")
     if args.json is not None:

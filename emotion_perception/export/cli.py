@@ -32,6 +32,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                             old_names=("--decode-threshold",))
     parser.add_argument("--flip-test", action="store_true", help="--with-decode: average with the mirrored image")
     parser.add_argument("--no-simplify", action="store_true", help="skip onnxslim graph simplification")
+    parser.add_argument("--no-graph-rewrites", action="store_true",
+                        help="export the network as trained, without the inference rewrites (the spatial "
+                             "attention's channel mean as a 1x1 convolution; docs/DEPLOYMENT.md)")
     parser.add_argument("--calibration-images", type=int, default=8, help="int8: synthetic calibration scenes")
     parser.add_argument("--max-batch", type=int, default=None,
                         help="TensorRT profile: largest batch (default 2 for BENet: the flip test's image and mirror; "
@@ -103,6 +106,7 @@ def _export_onnx(args: argparse.Namespace, model, checkpoint: dict, out: Path, p
     common = {"with_decode": args.with_decode, "decode_config": decode_config,
                   "input_size": tuple(args.input_size) if args.input_size else None, "opset": args.opset,
                   "source": _source_info(Path(args.model), checkpoint), "simplify_graph": not args.no_simplify,
+                  "graph_rewrites": not args.no_graph_rewrites,
                   "trained_on": trained_on_of(checkpoint), "label_thresholds": label_thresholds_of(checkpoint)}
     if precision != "int8":
         result = export_onnx(model, out, precision=precision, **common)

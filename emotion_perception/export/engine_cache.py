@@ -32,6 +32,9 @@ class EngineKey:
     compute_capability: str  # e.g. "9.0"
     precision: str  # fp32 | fp16 (| int8 for QDQ graphs)
     profile: dict[str, dict[str, list[int]]]  # input name -> {"min"|"opt"|"max": shape}
+    # TF32 for fp32 layers (TensorRT's default): an engine built without it is the strict-fp32 one
+    # that parity checks want, so the two are different engines (different files, see engine_path).
+    tf32: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -59,7 +62,8 @@ def engine_file_name(stem: str, tensorrt_version: str, gpu_name: str, precision:
 
 
 def engine_path(directory: str | Path, stem: str, key: EngineKey) -> Path:
-    return Path(directory) / engine_file_name(stem, key.tensorrt_version, key.gpu_name, key.precision)
+    precision = key.precision if key.tf32 else f"{key.precision}-notf32"
+    return Path(directory) / engine_file_name(stem, key.tensorrt_version, key.gpu_name, precision)
 
 
 def parse_engine_file_name(name: str) -> dict[str, str] | None:
@@ -99,6 +103,9 @@ def stale_reasons(recorded: Mapping[str, Any] | None, wanted: EngineKey) -> list
         if have != want:
             label = "ONNX graph changed" if field == "onnx_sha256" else f"{field} {have!r} != wanted {want!r}"
             reasons.append(label)
+    # Records written before the key had the field were built with TensorRT's default, TF32 on.
+    if bool(recorded.get("tf32", True)) != wanted.tf32:
+        reasons.append(f"tf32 {bool(recorded.get('tf32', True))} != wanted {wanted.tf32}")
     have_profile = recorded.get("profile") or {}
     for name, shapes in wanted.profile.items():
         if name not in have_profile:

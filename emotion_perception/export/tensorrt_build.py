@@ -88,7 +88,7 @@ def current_gpu(device_index: int = 0) -> GpuInfo:
 
 
 def wanted_engine_key(onnx_path: Path, card: ModelCard, precision: str, profile: dict, trt: Any,
-                      gpu: GpuInfo) -> EngineKey:
+                      gpu: GpuInfo, allow_tf32: bool = True) -> EngineKey:
     return EngineKey(
         onnx_sha256=file_sha256(onnx_path),
         tensorrt_version=str(trt.__version__),
@@ -96,6 +96,7 @@ def wanted_engine_key(onnx_path: Path, card: ModelCard, precision: str, profile:
         compute_capability=gpu.compute_capability,
         precision=precision,
         profile={name: {k: list(v) for k, v in shapes.items()} for name, shapes in profile.items()},
+        tf32=allow_tf32,
     )
 
 
@@ -255,7 +256,7 @@ def ensure_engine(
     if profile is None:
         profile = default_profile(card.input_names, card.input_size, card.dynamic_size, card.stride, max_batch,
                                   opt_size=input_size)
-    key = wanted_engine_key(onnx_path, card, precision, profile, trt, gpu)
+    key = wanted_engine_key(onnx_path, card, precision, profile, trt, gpu, allow_tf32)
     target = engine_path(cache_dir, onnx_path.stem, key)
     _, recorded = read_engine_record(target)
     decision = decide(target, target.is_file(), recorded, key)

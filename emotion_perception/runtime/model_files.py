@@ -136,9 +136,10 @@ def remove_stale_partials(path: Path) -> list[Path]:
 def cached_onnx(checkpoint: str | Path, cache_dir: str | Path, precision: str = "fp32") -> tuple[Path, ModelCard]:
     """The ONNX export of ``checkpoint`` in ``cache_dir/onnx`` (exported on first use).
 
-    Keyed by the checkpoint's SHA-256, so a retrained checkpoint at the same path is re-exported.
+    Keyed by the checkpoint's SHA-256, so a retrained checkpoint at the same path is re-exported;
+    an export made by an older exporter (another ``EXPORT_REVISION``) is made again.
     """
-    from emotion_perception.export.onnx_export import export_onnx
+    from emotion_perception.export.onnx_export import EXPORT_REVISION, export_onnx
     from emotion_perception.nets.factory import label_thresholds_of, load_model_from_checkpoint, trained_on_of
 
     checkpoint = Path(checkpoint)
@@ -152,7 +153,8 @@ def cached_onnx(checkpoint: str | Path, cache_dir: str | Path, precision: str = 
 
     return _cached_model_file(
         Path(cache_dir) / "onnx" / f"{checkpoint.stem}-{digest[:16]}-{precision}.onnx",
-        lambda card: card.source.get("checkpoint_sha256") == digest and card.precision == precision,
+        lambda card: (card.source.get("checkpoint_sha256") == digest and card.precision == precision
+                      and card.source.get("export_revision") == EXPORT_REVISION),
         export, f"exporting {checkpoint} to ONNX {precision}",
     )
 
