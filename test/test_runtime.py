@@ -453,6 +453,17 @@ def test_torch_and_onnxruntime_backends_agree_to_1e4_on_the_same_input(files):
         np.testing.assert_allclose(value.numpy(), ort_maps[name], atol=1e-4, err_msg=name)
 
 
+def test_a_closed_backend_says_so_instead_of_failing_inside_its_runtime(files):
+    image = np.zeros((1, 3, 64, 64), np.float32)
+    for name in ("torch", "onnxruntime"):
+        backend = backend_entry(name).open(files["benet"], "checkpoint", "cpu", "fp32", files["cache"])
+        backend.infer({"image": torch.from_numpy(image) if backend.array_type == "torch" else image})
+        backend.close()
+        backend.close()  # twice is harmless
+        with pytest.raises(RuntimeError, match="is closed; load the model again"):
+            backend.infer({"image": image})
+
+
 class _FixedFaces:
     def detect(self, image_rgb):
         return np.array([[8, 8, 40, 40, 0.9]], np.float32)

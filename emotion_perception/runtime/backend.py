@@ -126,8 +126,13 @@ class Backend(ABC):
     output_names: tuple[str, ...]
     details: dict[str, Any]  # backend-specific facts for logs and benchmarks (providers, ...)
 
+    _closed: bool = False
+
     def infer(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
         """Run the graph on named inputs; returns named outputs (see ``array_type``)."""
+        if self._closed:
+            # Without this, a closed session fails deep inside its runtime ('NoneType' has no ...).
+            raise RuntimeError(f"{self!r} is closed; load the model again to run it")
         check_inputs(self.inputs, inputs)
         return self._run(inputs)
 
@@ -138,8 +143,13 @@ class Backend(ABC):
     def synchronize(self) -> None:  # noqa: B027 - optional hook: a no-op unless a backend has a device queue
         """Wait until work queued on the device is done (for timing); no-op on CPU."""
 
-    def close(self) -> None:  # noqa: B027 - optional hook: a no-op unless a backend holds resources
-        """Release device memory and sessions."""
+    def close(self) -> None:
+        """Release device memory and sessions; :meth:`infer` refuses to run afterwards."""
+        self._closed = True
+        self._release()
+
+    def _release(self) -> None:  # noqa: B027 - optional hook: a no-op unless a backend holds resources
+        """Free what the backend holds (its session, engine, module, device memory)."""
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(device={self.device!r}, precision={self.precision!r})"

@@ -243,7 +243,7 @@ class OnnxRuntimeBackend(Backend):
 
             torch.cuda.synchronize(torch.device(self.device))
 
-    def close(self) -> None:
+    def _release(self) -> None:
         self._session = None
 
 

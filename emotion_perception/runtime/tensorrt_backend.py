@@ -217,7 +217,7 @@ class TensorRTBackend(Backend):
 
         torch.cuda.synchronize(self._torch_device)
 
-    def close(self) -> None:
+    def _release(self) -> None:
         self._graphs.clear()
         self._context = None
         self._engine = None

@@ -144,7 +144,7 @@ class TorchBackend(Backend):
         if self._torch_device.type == "cuda":
             torch.cuda.synchronize(self._torch_device)
 
-    def close(self) -> None:
+    def _release(self) -> None:
         self._graphs.clear()
         self._module = None
         if self._torch_device.type == "cuda":
