@@ -14,13 +14,12 @@ import os
 import platform
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from tqdm import tqdm
 
-from emotion_perception.bench.bag_io import read_image_bag
-from emotion_perception.bench.replay import NodeProcess, Replayer, ReplayResult
+if TYPE_CHECKING:
+    from emotion_perception.bench.replay import ReplayResult
 
 MAX_LOSS_AT_PEAK = 0.05
 
@@ -87,6 +86,13 @@ def run_benchmark(
     node_parameters: dict[str, Any] | None = None, sweep_range: tuple[float, float] = (2.0, 400.0),
 ) -> dict[str, Any]:
     """Run every combination; returns the report (also the JSON written by the CLI)."""
+    # Imported here: the CLI imports this module to list its options, and bag_io needs OpenCV
+    # and tqdm, which a machine running other commands (bench gpu-check) may lack.
+    from tqdm import tqdm
+
+    from emotion_perception.bench.bag_io import read_image_bag
+    from emotion_perception.bench.replay import NodeProcess, Replayer
+
     combinations = [Combination(n, b, bag) for n in nodes for b in backends for bag in bags]
     report: dict[str, Any] = {"header": system_header(), "runs": [], "peaks": []}
     log_dir.mkdir(parents=True, exist_ok=True)

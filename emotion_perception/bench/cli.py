@@ -1,5 +1,5 @@
-"""`emotion-perception bench`: the benchmarks (``bench model``, ``bench bag``, ``bench faces``) and
-the rosbag2 recordings that ``bench bag`` replays (``bench make-bag``).
+"""`emotion-perception bench`: the benchmarks (``bench model``, ``bench bag``, ``bench faces``,
+``bench gpu-check``) and the rosbag2 recordings that ``bench bag`` replays (``bench make-bag``).
 
 Each bench subcommand lives in a module exposing ``add_arguments(parser)`` (argparse only,
 cheap to import) and ``main(args) -> int``, like the top-level commands; add a row to
@@ -23,6 +23,8 @@ BENCH_COMMANDS: dict[str, tuple[str, str]] = {
             "replay rosbags to the real nodes over DDS: throughput, end-to-end latency percentiles, drops"),
     "faces": ("emotion_perception.bench.face_detectors",
               "face detectors (MTCNN, dlib HOG/CNN) on real photos: recall, false faces, CPU time per image"),
+    "gpu-check": ("emotion_perception.bench.gpu_check",
+                  "GPU check: device, auto's choice, fp32/fp16/CUDA-graph latency, 20/1 people ratio, CPU agreement"),
 }
 
 

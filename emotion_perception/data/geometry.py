@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 
 # The ImageNet statistics every network input is normalised with, ``(pixel / 255 - mean) / std``
@@ -94,6 +93,11 @@ def letterbox(
     new_w = min(params.output_width, max(1, int(round(width * params.scale))))
     new_h = min(params.output_height, max(1, int(round(height * params.scale))))
     if (new_w, new_h) != (width, height):
+        # Imported here, not at the top: the runtime (predictor, preprocess) imports this module,
+        # and a GPU machine with only PyTorch and numpy must still load models without OpenCV
+        # (bench gpu-check's model rows); only an actual resize needs it.
+        import cv2
+
         # INTER_AREA averages when shrinking (no aliasing); linear is the better upsampler.
         interpolation = cv2.INTER_AREA if params.scale < 1.0 else cv2.INTER_LINEAR
         resized = cv2.resize(image, (new_w, new_h), interpolation=interpolation)
