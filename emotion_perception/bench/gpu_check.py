@@ -526,6 +526,19 @@ def _skipped_lines(rows: Sequence[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def _latency_lines(rows: Sequence[dict[str, Any]], middle: Any, last: Any) -> list[str]:
+    """Table lines of measured rows (model, variant, ``middle(row)``, size, p50/p90/p99,
+    ``last(row)``), then one line per skipped row."""
+    lines = []
+    for row in rows:
+        if row["status"] == "measured":
+            stats = row["latency_ms"]
+            lines.append(f"{row['model']:<12} {row['variant']:<16} {middle(row)} "
+                         f"{row['input_size'][0]}x{row['input_size'][1]:<5} {_ms(stats['p50']):>8} "
+                         f"{_ms(stats['p90']):>8} {_ms(stats['p99']):>8}{last(row)}")
+    return lines + _skipped_lines(rows)
+
+
 def format_report(document: dict[str, Any]) -> str:
     """The readable table of a gpu-check document (the JSON it writes)."""
     device = document["device"]
@@ -553,23 +566,12 @@ def format_report(document: dict[str, Any]) -> str:
     lines += [f"  {line}" for line in auto["log"] if not line.startswith("INFO")]  # backends that failed to open
     lines += ["", "model latency (backend.infer, batch 1), ms",
               f"{'model':<12} {'variant':<16} {'device':<7} {'HxW':<9} {'p50':>8} {'p90':>8} {'p99':>8} {'iters':>6}"]
-    for row in document["model"]:
-        if row["status"] == "measured":
-            stats = row["latency_ms"]
-            lines.append(f"{row['model']:<12} {row['variant']:<16} {row['device']:<7} "
-                         f"{row['input_size'][0]}x{row['input_size'][1]:<5} {_ms(stats['p50']):>8} "
-                         f"{_ms(stats['p90']):>8} {_ms(stats['p99']):>8} {row['iterations']:>6}")
-    lines += _skipped_lines(document["model"])
+    lines += _latency_lines(document["model"], lambda row: f"{row['device']:<7}",
+                            lambda row: f" {row['iterations']:>6}")
     camera = document["settings"]["camera"]
     lines += ["", f"pipeline (predict on a {camera[1]}x{camera[0]} synthetic frame: letterbox, network, decoding), ms",
               f"{'model':<12} {'variant':<16} {'people':>6} {'HxW':<9} {'p50':>8} {'p90':>8} {'p99':>8}"]
-    for row in document["pipeline"]:
-        if row["status"] == "measured":
-            stats = row["latency_ms"]
-            lines.append(f"{row['model']:<12} {row['variant']:<16} {row['people']:>6} "
-                         f"{row['input_size'][0]}x{row['input_size'][1]:<5} {_ms(stats['p50']):>8} "
-                         f"{_ms(stats['p90']):>8} {_ms(stats['p99']):>8}")
-    lines += _skipped_lines(document["pipeline"])
+    lines += _latency_lines(document["pipeline"], lambda row: f"{row['people']:>6}", lambda row: "")
     for ratio in document["people_ratio"]:
         lines.append(f"  {ratio['model']} {ratio['variant']}: p50 {max(PEOPLE)} / {min(PEOPLE)} people = "
                      f"{ratio['ratio']:.3f}")
