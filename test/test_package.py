@@ -14,15 +14,17 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "emotion_perception"
 
 # The layer rule, stated here once (docs/ARCHITECTURE.md points here): which of our modules each
-# layer may import besides itself. Imports only go downwards; export/runtime sit beside train and
-# eval, using nets and data but never training code; eval may read training runs (the ablation
-# report parses their recipes). The leaves import nothing of ours, so every layer may use them.
+# layer may import besides itself. Imports only go downwards; export/runtime sit beside train,
+# using nets and data but never training code; eval sits above them: it may read training runs
+# (the ablation report parses their recipes) and score a model's deployed forms (eval/deployed.py
+# opens ONNX Runtime / TensorRT graphs through runtime's backend table; neither runtime nor export
+# imports eval). The leaves import nothing of ours, so every layer may use them.
 LEAVES = {"errors", "resources", "devices", "serialization", "cli_options", "msg", "__init__", "__main__"}
 ALLOWED = {
     "data": set(),
     "nets": {"data"},
     "train": {"nets", "data"},
-    "eval": {"train", "nets", "data"},
+    "eval": {"runtime", "export", "train", "nets", "data"},
     "export": {"nets", "data"},
     "runtime": {"export", "nets", "data"},
     "ros": {"runtime", "export", "nets", "data"},

@@ -9,9 +9,16 @@
 3. Joint detection + emotions (Table 3): per IoU threshold 0.50:0.05:0.95, emotions read at the
    detection matched to each person (missed people predict all zeros), mAP and its average.
 
+The network is the checkpoint's module by default, or a deployed form of it (ONNX Runtime or
+TensorRT, fp32 / fp16 / INT8; :mod:`emotion_perception.eval.deployed`). A deployed graph holds
+the dense heads only, so PC and fusion are not available there (said in one log line and in
+``metrics.json`` ``not_available``).
+
 Writes to ``out_dir``:
 
-* ``metrics.json``: every number above (NaN as null), image/person counts, decoding settings;
+* ``metrics.json``: every number above (NaN as null), image/person counts, decoding settings,
+  ``deployment`` (backend, precision, device, INT8 target, the graph's model card) and
+  ``timing`` (seconds to open the network, to run the split, in all);
 * ``predictions.npz``: per person ``y_true`` (N, E) and ``y_score`` (N, E) (BU at GT centres),
   ``y_score_pc``, ``y_score_fusion``, ``gt_boxes`` (N, 4) original pixels, ``person_image`` (N,);
   per detection ``det_image`` (D,), ``det_boxes`` (D, 4), ``det_scores`` (D,),
@@ -24,6 +31,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -38,6 +46,13 @@ from emotion_perception.data.records import ImageRecord
 from emotion_perception.data.report import ReadReport
 from emotion_perception.devices import select_device
 from emotion_perception.eval import metrics as M
+from emotion_perception.eval.deployed import (
+    Deployment,
+    EvalNetwork,
+    module_network,
+    open_network,
+    resolve_target,
+)
 from emotion_perception.serialization import jsonable
 
 if TYPE_CHECKING:
@@ -121,8 +136,13 @@ def predict_benet(
     device: torch.device,
     progress: bool,
     desc: str = "eval BENet",
+    network: EvalNetwork | None = None,
 ) -> BENetPredictions:
-    """Run ``model`` over a ``BENetDataset`` built with ``BENetEvalTransform``; see BENetPredictions."""
+    """Run ``model`` over a ``BENetDataset`` built with ``BENetEvalTransform``; see BENetPredictions.
+
+    ``network`` computes the dense maps instead of ``model`` (a deployed form of it, on
+    ``device``); the person-centric head then runs only if ``network.all_heads``.
+    """
     from tqdm import tqdm
 
     from emotion_perception.data.datasets import collate_benet
@@ -137,11 +157,13 @@ def predict_benet(
         "y_true", "y_bu", "y_pc", "gt_boxes", "person_image", "det_image", "det_boxes", "det_scores", "det_emotions")}
     image_index = 0
     model.eval()
+    net = network if network is not None else model
+    person_centric = config.person_centric_head and (network is None or network.all_heads)
     for batch in tqdm(loader, desc=desc, disable=not progress, dynamic_ncols=True):
         images = batch["image"].to(device)
         with torch.no_grad():
-            outputs = model(images)
-            flipped = model(images.flip(-1)) if decode_config.flip_test else None
+            outputs = net(images)
+            flipped = net(images.flip(-1)) if decode_config.flip_test else None
             at_centres = read_at_centres(outputs, [b.to(device) for b in batch["boxes"]], flipped)
             decoded = decode(outputs, _letterbox_tensor(batch["letterbox"], device), decode_config, flipped)
         for b in range(images.shape[0]):
@@ -154,7 +176,7 @@ def predict_benet(
             columns["det_image"].append(np.full(int(valid.sum()), image_index))
             for key in ("boxes", "scores", "emotions"):
                 columns[f"det_{key}"].append(decoded[key][b].float().cpu().numpy()[valid])
-            if config.person_centric_head:
+            if person_centric:
                 image_rgb, original_boxes, _, _ = dataset.arrays(image_index)
                 views = _subject_views(image_rgb, original_boxes, size)
                 columns["y_pc"].append(_person_centric(model, views, device, batch_size))
@@ -169,7 +191,7 @@ def predict_benet(
 
     return BENetPredictions(
         y_true=joined("y_true", np.float32), y_bu=joined("y_bu", np.float32),
-        y_pc=joined("y_pc", np.float32) if config.person_centric_head else None,
+        y_pc=joined("y_pc", np.float32) if person_centric else None,
         gt_boxes=joined("gt_boxes", np.float32), person_image=joined("person_image", np.int64),
         det_image=joined("det_image", np.int64), det_boxes=joined("det_boxes", np.float32),
         det_scores=joined("det_scores", np.float32), det_emotions=joined("det_emotions", np.float32),
@@ -219,21 +241,31 @@ def evaluate_benet(
     max_images: int = 0,
     records: Sequence[ImageRecord] | None = None,
     progress: bool = True,
+    deployment: Deployment | None = None,
 ) -> dict[str, Any]:
     """Evaluate ``checkpoint`` on EMOTIC ``split`` under ``data_root`` (or on ``records``).
 
     Detection keeps the ``top_k`` best peaks above ``threshold`` per image, with flip test: by
     default the public BENet test settings (15, 0.1, flip on); ``top_k=100, threshold=0.01``
     give COCO's view of the whole precision-recall curve (the setting of this project's earlier
-    figures). Writes the
-    files of the module docstring and returns the metrics written to ``metrics.json``.
+    figures). ``deployment`` picks the form of the network that runs (None: the
+    checkpoint's module in PyTorch fp32). Writes the files of the module docstring and returns
+    the metrics written to ``metrics.json``.
     """
     from emotion_perception.data.datasets import BENetDataset
     from emotion_perception.data.transforms import BENetEvalTransform
     from emotion_perception.nets.decode import DecodeConfig
     from emotion_perception.nets.factory import CheckpointError, load_model_from_checkpoint
 
-    run_device = select_device(device)
+    deployment = deployment or Deployment()
+    started = time.perf_counter()
+    on_module = deployment.is_checkpoint_module
+    # Before minutes of reading data or exporting: a form that cannot run here says so now.
+    if on_module:
+        deployment.check()
+    else:
+        resolve_target(deployment, device)
+    run_device = select_device(device) if on_module else torch.device("cpu")
     model, state = load_model_from_checkpoint(checkpoint, map_location=run_device)
     if state["model_name"] != "benet":
         raise CheckpointError(checkpoint, "model_name", f"expected 'benet', got {state['model_name']!r}")
@@ -256,17 +288,46 @@ def evaluate_benet(
     dataset = BENetDataset(records, BENetEvalTransform(size=size, num_categories=config.num_emotions),
                            num_categories=config.num_emotions)
 
-    predictions = predict_benet(model, dataset, decode_config, batch_size=batch_size, workers=workers,
-                                device=run_device, progress=progress, desc=f"eval BENet {split}")
-    metrics = {
-        "split": split,
-        "checkpoint": str(checkpoint),
-        "epoch": state.get("epoch"),
-        "preset_input_size": list(config.input_size),
-        **benet_metrics(predictions, categories, decode_config.top_k),
-        "decode": asdict(decode_config),
-    }
-    out_dir = Path(out_dir)
+    open_started = time.perf_counter()
+    network = (module_network(model, "benet", run_device, checkpoint, deployment.threads) if on_module
+               else open_network(checkpoint, deployment, device, batch_size))
+    run_device = network.device
+    not_available: dict[str, str] = {}
+    if config.person_centric_head and not network.all_heads:
+        reason = f"the {network.record['backend']} graph has no person-centric head (deploy graphs run the dense heads)"
+        not_available = {"pc": reason, "fusion": reason}
+        LOGGER.warning("eval benet: PC and fusion mAP are not available for %s: %s", network.label(), reason)
+    predict_started = time.perf_counter()
+    try:
+        predictions = predict_benet(model, dataset, decode_config, batch_size=batch_size, workers=workers,
+                                    device=run_device, progress=progress, desc=f"eval BENet {split}",
+                                    network=network)
+        predicted = time.perf_counter()
+        metrics = {
+            "split": split,
+            "checkpoint": str(checkpoint),
+            "epoch": state.get("epoch"),
+            "preset_input_size": list(config.input_size),
+            **benet_metrics(predictions, categories, decode_config.top_k),
+            "decode": asdict(decode_config),
+            "deployment": network.record,
+            "not_available": not_available,
+        }
+        _write_outputs(predictions, metrics, records, categories, split, Path(out_dir))
+        for index in range(min(num_examples, len(dataset))):
+            _plot_example(network, dataset, index, predictions, categories, run_device,
+                          Path(out_dir) / "examples" / f"example_{index:02d}.png", Path(records[index].path).name)
+    finally:
+        network.close()
+    metrics["timing"] = {"open_s": predict_started - open_started, "predict_s": predicted - predict_started,
+                         "total_s": time.perf_counter() - started}
+    (Path(out_dir) / "metrics.json").write_text(json.dumps(jsonable(metrics), indent=1, allow_nan=False) + "\n")
+    return metrics
+
+
+def _write_outputs(predictions: BENetPredictions, metrics: dict[str, Any], records: Sequence[ImageRecord],
+                   categories: list[str], split: str, out_dir: Path) -> None:
+    """predictions.npz and the ranking plots (metrics.json is written last, with the timing)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     arrays: dict[str, np.ndarray] = {
         "y_true": predictions.y_true, "y_score": predictions.y_bu, "gt_boxes": predictions.gt_boxes,
@@ -280,13 +341,7 @@ def evaluate_benet(
         arrays["y_score_fusion"] = M.fuse_scores(predictions.y_bu, predictions.y_pc).astype(np.float32)
     # allow_pickle given (its default) so the stubs match **arrays to the arrays alone.
     np.savez(out_dir / "predictions.npz", allow_pickle=True, **arrays)
-    (out_dir / "metrics.json").write_text(json.dumps(jsonable(metrics), indent=1, allow_nan=False) + "\n")
-
     _plot_rankings(predictions, metrics, categories, split, out_dir)
-    for index in range(min(num_examples, len(dataset))):
-        _plot_example(model, dataset, index, predictions, categories, run_device,
-                      out_dir / "examples" / f"example_{index:02d}.png", Path(records[index].path).name)
-    return metrics
 
 
 def _plot_rankings(predictions: BENetPredictions, metrics: dict[str, Any], categories: list[str], split: str,
@@ -306,7 +361,7 @@ def _plot_rankings(predictions: BENetPredictions, metrics: dict[str, Any], categ
 
 
 @torch.no_grad()
-def _plot_example(model: torch.nn.Module, dataset, index: int, predictions: BENetPredictions,
+def _plot_example(network: EvalNetwork, dataset, index: int, predictions: BENetPredictions,
                   categories: list[str], device: torch.device, path: Path, title: str) -> None:
     """One example on the letterboxed canvas the network saw, with its merged output maps.
 
@@ -318,7 +373,7 @@ def _plot_example(model: torch.nn.Module, dataset, index: int, predictions: BENe
     from emotion_perception.nets.decode import DecodeConfig, merge_resolutions
 
     sample = dataset[index]
-    maps = merge_resolutions(model(torch.from_numpy(normalize_image(sample.image[None])).to(device)))
+    maps = merge_resolutions(network(torch.from_numpy(normalize_image(sample.image[None])).to(device)))
     mine = (predictions.det_image == index) & (predictions.det_scores >= DecodeConfig().threshold)
     plots.plot_detection_example(
         sample.image, path, categories,

@@ -3,13 +3,19 @@
 Writes to ``out_dir``:
 
 * ``metrics.json``: overall accuracy, mean per-class accuracy, per-class accuracy by class name,
-  image count, split, and the checkpoint's preset/variant;
+  image count, split, the checkpoint's preset/variant, ``deployment`` (backend, precision,
+  device, INT8 target, the graph's model card) and ``timing`` (seconds to open the network, to
+  run the split, in all);
 * ``confusion_matrix.json`` (class names + counts, rows = true class) and ``confusion_matrix.png``;
 * ``predictions.npz``: ``y_true`` (N,) int64, ``y_score`` (N, K) float32 softmax probabilities,
   ``y_pred`` (N,) int64 and ``paths`` (N,) of the images, in dataset order.
 
 The face-box cache, no-face policy and train/val split parameters are those the checkpoint was
 trained with (its ``train_config``), so ``split="val"`` is the very hold-out of training.
+
+The network is the checkpoint's module by default, or a deployed form of it (ONNX Runtime or
+TensorRT, fp32 / fp16 / INT8; :mod:`emotion_perception.eval.deployed`); CAHFW-Net's deploy graph
+is the whole network, so every metric is available for every form.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -29,6 +36,13 @@ from emotion_perception.data.datasets import drop_unusable_images
 from emotion_perception.data.records import FaceRecord
 from emotion_perception.data.report import ReadReport
 from emotion_perception.devices import select_device
+from emotion_perception.eval.deployed import (
+    Deployment,
+    EvalNetwork,
+    module_network,
+    open_network,
+    resolve_target,
+)
 from emotion_perception.eval.metrics import accuracy, confusion_matrix, per_class_accuracy
 from emotion_perception.serialization import jsonable
 
@@ -43,15 +57,20 @@ LOGGER = logging.getLogger(__name__)
 
 @torch.no_grad()
 def predict(
-    model: torch.nn.Module, loader: torch.utils.data.DataLoader, device: torch.device
+    model: torch.nn.Module, loader: torch.utils.data.DataLoader, device: torch.device,
+    network: EvalNetwork | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(y_true (N,) int64, y_score (N, K) float32 softmax probabilities) over ``loader``."""
+    """(y_true (N,) int64, y_score (N, K) float32 softmax probabilities) over ``loader``;
+    ``network`` gives the logits instead of ``model`` (a deployed form of it, on ``device``)."""
     from tqdm import tqdm
 
     model.eval()
     truths, scores = [], []
     for face, context, label in tqdm(loader, desc="evaluate", leave=False, dynamic_ncols=True):
-        logits = model(face.to(device), context.to(device)).float()
+        if network is not None:
+            logits = network(face.to(device), context.to(device))["logits"].float()
+        else:
+            logits = model(face.to(device), context.to(device)).float()
         scores.append(torch.softmax(logits, dim=1).cpu().numpy())
         truths.append(label.numpy())
     num_classes = getattr(getattr(model, "config", None), "num_classes", 0)
@@ -86,16 +105,26 @@ def evaluate_cahfw(
     device: str = "auto",
     records: Sequence[FaceRecord] | None = None,
     progress: bool = True,
+    deployment: Deployment | None = None,
 ) -> dict[str, Any]:
     """Evaluate ``checkpoint`` on CAER-S ``split`` under ``data_root`` (or on ``records``).
 
-    Returns the metrics written to ``metrics.json`` (see the module docstring).
+    ``deployment`` picks the form of the network that runs (None: the checkpoint's module in
+    PyTorch fp32). Returns the metrics written to ``metrics.json`` (see the module docstring).
     """
     from emotion_perception.data.faces import CAHFWDataset
     from emotion_perception.eval.plots import plot_confusion_matrix
     from emotion_perception.nets.factory import CheckpointError, load_model_from_checkpoint
 
-    run_device = select_device(device)
+    deployment = deployment or Deployment()
+    started = time.perf_counter()
+    on_module = deployment.is_checkpoint_module
+    # Before minutes of reading data or exporting: a form that cannot run here says so now.
+    if on_module:
+        deployment.check()
+    else:
+        resolve_target(deployment, device)
+    run_device = select_device(device) if on_module else torch.device("cpu")
     model, state = load_model_from_checkpoint(checkpoint, map_location=run_device)
     if state["model_name"] != "cahfw":
         raise CheckpointError(checkpoint, "model_name", f"expected 'cahfw', got {state['model_name']!r}")
@@ -120,12 +149,20 @@ def evaluate_cahfw(
     dataset = CAHFWDataset(records, config.input_size, train=False, num_classes=config.num_classes,
                            face_scale=float(train_config.get("face_scale", 1.0)))
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers)
-    y_true, y_score = predict(model, loader, run_device)
+    open_started = time.perf_counter()
+    network = (module_network(model, "cahfw", run_device, checkpoint, deployment.threads) if on_module
+               else open_network(checkpoint, deployment, device, batch_size))
+    predict_started = time.perf_counter()
+    try:
+        y_true, y_score = predict(model, loader, network.device, network)
+    finally:
+        network.close()
+    predicted = time.perf_counter()
 
     metrics = classification_metrics(y_true, y_score, class_names)
     matrix = metrics.pop("confusion_matrix")
     metrics.update({"split": split, "checkpoint": str(checkpoint), "preset_input_size": config.input_size,
-                    "variant": config.variant, "class_names": class_names})
+                    "variant": config.variant, "class_names": class_names, "deployment": network.record})
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     np.savez(out_dir / "predictions.npz", y_true=y_true, y_score=y_score,
@@ -136,5 +173,7 @@ def evaluate_cahfw(
                     "matrix": matrix}, indent=1) + "\n")
     plot_confusion_matrix(np.array(matrix), class_names, out_dir / "confusion_matrix.png",
                           title=f"CAHFW-Net {config.variant}, CAER-S {split}")
+    metrics["timing"] = {"open_s": predict_started - open_started, "predict_s": predicted - predict_started,
+                         "total_s": time.perf_counter() - started}
     (out_dir / "metrics.json").write_text(json.dumps(jsonable(metrics), indent=1) + "\n")  # NaN -> null
     return {**metrics, "confusion_matrix": matrix}

@@ -29,6 +29,28 @@ def _common_options(parser: argparse.ArgumentParser, dataset: str, default_out: 
     add_batch_size(parser, 8, "images per forward pass")
     parser.add_argument("--workers", type=int, default=0, help="DataLoader workers")
     add_device(parser)
+    _deployment_options(parser)
+
+
+def _deployment_options(parser: argparse.ArgumentParser) -> None:
+    """Which form of the model runs (eval/deployed.py); the names are those of predict and bench."""
+    from emotion_perception.eval.deployed import EVAL_BACKENDS, EVAL_PRECISIONS, INT8_TARGETS
+
+    parser.add_argument("--backend", choices=EVAL_BACKENDS, default="torch",
+                        help="torch: the checkpoint's module (default); onnxruntime / tensorrt: the graph a robot "
+                             "runs, exported (and quantised) from the checkpoint once into --cache-dir")
+    parser.add_argument("--precision", choices=EVAL_PRECISIONS, default="fp32",
+                        help="fp32 (default); fp16 (GPU); int8 (onnxruntime / tensorrt: QDQ graph calibrated on "
+                             "synthetic scenes)")
+    parser.add_argument("--int8-target", choices=INT8_TARGETS, default=None,
+                        help="--precision int8: the QDQ form (onnxruntime: uint8 activations; tensorrt: symmetric "
+                             "int8); default: the backend's own")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU intra-op threads (ONNX Runtime; PyTorch: process-wide); default: ONNX Runtime "
+                             "the physical cores, PyTorch its own")
+    parser.add_argument("--cache-dir", type=Path, default=None,
+                        help="where exported / quantised models and engines are cached "
+                             "(default: $EMOTION_PERCEPTION_CACHE or ~/.cache/emotion_perception)")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -125,8 +147,15 @@ def main(args: argparse.Namespace) -> int:
         except (OSError, ValueError) as err:
             print(f"emotion-perception eval calibrate: {err}", file=sys.stderr)
             return 2
+    from emotion_perception.eval.deployed import Deployment
     from emotion_perception.nets.factory import CheckpointError
 
+    deployment = Deployment(backend=args.backend, precision=args.precision, int8_target=args.int8_target,
+                            threads=args.threads, cache_dir=args.cache_dir)
+    problem = deployment.problem()
+    if problem:  # before loading anything
+        print(f"emotion-perception eval {args.eval_command}: {problem}", file=sys.stderr)
+        return 2
     try:
         if args.eval_command == "benet":
             from emotion_perception.eval.benet import evaluate_benet
@@ -134,15 +163,19 @@ def main(args: argparse.Namespace) -> int:
             metrics = evaluate_benet(
                 Path(args.model), args.data, args.split, args.out, batch_size=args.batch_size, workers=args.workers,
                 device=args.device, top_k=args.max_people, threshold=args.detection_threshold, flip_test=args.flip_test,
-                num_examples=args.examples, max_images=args.max_images,
+                num_examples=args.examples, max_images=args.max_images, deployment=deployment,
             )
         else:
             from emotion_perception.eval.cahfw import evaluate_cahfw
 
             metrics = evaluate_cahfw(Path(args.model), args.data, args.split, args.out, batch_size=args.batch_size,
-                                     workers=args.workers, device=args.device)
-    except (CheckpointError, FileNotFoundError, ValueError) as err:
+                                     workers=args.workers, device=args.device, deployment=deployment)
+    # ImportError: a backend whose runtime is not installed (onnxruntime, tensorrt).
+    except (CheckpointError, FileNotFoundError, ValueError, ImportError) as err:
         print(f"emotion-perception eval {args.eval_command}: {err}", file=sys.stderr)
         return 2
-    print(f"{_summary(args.eval_command, metrics)}; written to {args.out}")
+    ran = metrics["deployment"]
+    target = f", QDQ for {ran['int8_target']}" if ran.get("int8_target") else ""
+    print(f"{_summary(args.eval_command, metrics)} ({ran['backend']} {ran['precision']}{target} on {ran['device']}, "
+          f"{metrics['timing']['total_s']:.0f} s); written to {args.out}")
     return 0

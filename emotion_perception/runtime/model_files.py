@@ -162,15 +162,17 @@ def cached_onnx(checkpoint: str | Path, cache_dir: str | Path, precision: str = 
 def cached_int8_onnx(fp32_onnx: str | Path, cache_dir: str | Path,
                      target: str = "onnxruntime") -> tuple[Path, ModelCard]:
     """The INT8 (QDQ) quantisation of an fp32 ONNX export for ``target`` (export/quantize.py), in
-    ``cache_dir/onnx`` (made on first use, keyed by the fp32 model's SHA-256 and the target)."""
-    from emotion_perception.export.quantize import quantize_int8
+    ``cache_dir/onnx`` (made on first use, keyed by the fp32 model's SHA-256 and the target; one
+    made by an older quantiser, another ``QUANTISER_REVISION``, is made again)."""
+    from emotion_perception.export.quantize import QUANTISER_REVISION, quantize_int8
 
     fp32_onnx = Path(fp32_onnx)
     digest = file_sha256(fp32_onnx)
     suffix = "" if target == "onnxruntime" else f"-{target}"
     return _cached_model_file(
         Path(cache_dir) / "onnx" / f"{fp32_onnx.stem}-{digest[:16]}-int8{suffix}.onnx",
-        lambda card: card.precision == "int8" and card.source.get("int8_target", "onnxruntime") == target,
+        lambda card: (card.precision == "int8" and card.source.get("int8_target", "onnxruntime") == target
+                      and card.source.get("quantiser_revision") == QUANTISER_REVISION),
         lambda partial: quantize_int8(fp32_onnx, partial, target=target)[1],
         f"quantising {fp32_onnx} to INT8 for {target}",
     )
