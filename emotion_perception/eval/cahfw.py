@@ -35,13 +35,12 @@ from emotion_perception.data.categories import CAER_CATEGORIES
 from emotion_perception.data.datasets import drop_unusable_images
 from emotion_perception.data.records import FaceRecord
 from emotion_perception.data.report import ReadReport
-from emotion_perception.devices import select_device
 from emotion_perception.eval.deployed import (
     Deployment,
     EvalNetwork,
+    checked_load_device,
     module_network,
     open_network,
-    resolve_target,
 )
 from emotion_perception.eval.metrics import accuracy, confusion_matrix, per_class_accuracy
 from emotion_perception.serialization import jsonable
@@ -120,11 +119,7 @@ def evaluate_cahfw(
     started = time.perf_counter()
     on_module = deployment.is_checkpoint_module
     # Before minutes of reading data or exporting: a form that cannot run here says so now.
-    if on_module:
-        deployment.check()
-    else:
-        resolve_target(deployment, device)
-    run_device = select_device(device) if on_module else torch.device("cpu")
+    run_device = checked_load_device(deployment, device)
     model, state = load_model_from_checkpoint(checkpoint, map_location=run_device)
     if state["model_name"] != "cahfw":
         raise CheckpointError(checkpoint, "model_name", f"expected 'cahfw', got {state['model_name']!r}")

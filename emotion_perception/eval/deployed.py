@@ -140,6 +140,22 @@ def resolve_target(deployment: Deployment, device: str) -> tuple[str, str, str]:
     return name, target_device, reason
 
 
+def checked_load_device(deployment: Deployment, device: str) -> torch.device:
+    """Where an evaluation loads its checkpoint, after checking (cheaply, before any data is
+    read) that ``deployment`` can run here: the evaluation device for the checkpoint's module,
+    the CPU for a deployed form (the checkpoint is only exported; the graph runs where
+    :func:`resolve_target` says)."""
+    import torch
+
+    from emotion_perception.devices import select_device
+
+    if deployment.is_checkpoint_module:
+        deployment.check()
+        return select_device(device)
+    resolve_target(deployment, device)
+    return torch.device("cpu")
+
+
 def open_network(checkpoint: str | Path, deployment: Deployment, device: str, max_batch: int) -> EvalNetwork:
     """A deployed form of ``checkpoint`` (not the plain torch fp32 module: see
     :func:`module_network`), opened through the runtime's backend table on ``device``
