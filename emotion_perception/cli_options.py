@@ -169,3 +169,12 @@ def add_graph_options(parser: argparse.ArgumentParser) -> None:
                              "(torch and tensorrt backends)")
     parser.add_argument("--compile", action="store_true",
                         help="torch backend: torch.compile the network (the first calls compile)")
+
+
+def setup_command_logging() -> None:
+    """The commands' logging: our own progress at INFO, third-party libraries (ONNX Runtime's
+    quantiser, onnxslim) only warnings, every line as ``LEVEL logger: message``."""
+    import logging
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("emotion_perception").setLevel(logging.INFO)

@@ -40,6 +40,7 @@ from emotion_perception.cli_options import (
     add_device,
     add_graph_options,
     parse_preset,
+    setup_command_logging,
 )
 
 if TYPE_CHECKING:
@@ -447,9 +448,7 @@ def main(args: argparse.Namespace) -> int:
     from emotion_perception.runtime.model_files import default_cache_dir
     from emotion_perception.runtime.predictor import load_predictor
 
-    # Our own progress at INFO; third-party libraries (ONNX Runtime's quantiser) only warnings.
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("emotion_perception").setLevel(logging.INFO)
+    setup_command_logging()
     from emotion_perception.errors import output_file_problem
 
     problem = output_file_problem("--json", args.json) if args.json is not None else None

@@ -119,6 +119,10 @@ def _summary(model: str, metrics: dict) -> str:
 def main(args: argparse.Namespace) -> int:
     import sys
 
+    from emotion_perception.cli_options import setup_command_logging
+
+    setup_command_logging()
+
     if args.eval_command == "ablation":
         from emotion_perception.eval.ablation import run
 

@@ -140,9 +140,9 @@ def output_problem(out: Path) -> str | None:
 
 
 def main(args: argparse.Namespace) -> int:
-    import logging
     import sys
 
+    from emotion_perception.cli_options import setup_command_logging
     from emotion_perception.export.model_card import read_onnx_card
     from emotion_perception.export.tensorrt_build import (
         DEFAULT_WORKSPACE_BYTES,
@@ -155,9 +155,7 @@ def main(args: argparse.Namespace) -> int:
     )
     from emotion_perception.nets.factory import CheckpointError, load_model_from_checkpoint
 
-    # Our own progress at INFO; third-party libraries (ONNX Runtime's quantiser) only warnings.
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("emotion_perception").setLevel(logging.INFO)
+    setup_command_logging()
     if args.opset < 17:
         print(f"error: --opset must be >= 17, got {args.opset}", file=sys.stderr)
         return 2

@@ -88,19 +88,17 @@ def output_target_problem(args: argparse.Namespace) -> str | None:
 
 def main(args: argparse.Namespace) -> int:
     import json
-    import logging
     import sys
     import time
 
     import numpy as np
 
+    from emotion_perception.cli_options import setup_command_logging
     from emotion_perception.data.imageio import DEFAULT_MAX_IMAGE_PIXELS, ImageError, read_rgb, write_rgb
     from emotion_perception.runtime.draw import caption, draw_people
     from emotion_perception.runtime.predictor import load_predictor
 
-    # Our own progress at INFO; third-party libraries (ONNX Runtime's quantiser) only warnings.
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("emotion_perception").setLevel(logging.INFO)
+    setup_command_logging()
     max_pixels = DEFAULT_MAX_IMAGE_PIXELS if args.max_image_pixels is None else args.max_image_pixels
     problem = output_target_problem(args)
     if problem is None and max_pixels < 1:
