@@ -130,6 +130,20 @@ def test_export_without_rewrites_keeps_the_trained_form(benet_model, maps_export
         assert _max_abs(rewritten[name], value) < 1e-4, name
 
 
+def test_export_without_onnxslim_is_unsimplified_and_says_so(benet_model, maps_export, tmp_path, monkeypatch, caplog):
+    import sys
+
+    assert maps_export.card.source["simplified"] is True
+    monkeypatch.setitem(sys.modules, "onnxslim", None)  # import onnxslim -> ImportError
+    with caplog.at_level("WARNING"):
+        plain = export_onnx(benet_model, tmp_path / "unsimplified.onnx")
+    assert plain.card.source["simplified"] is False and "onnxslim is not importable" in caplog.text
+    image = np.random.default_rng(5).standard_normal((1, 3, 64, 64)).astype(np.float32)
+    simplified = run_onnx_cpu(maps_export.onnx_path, ["image"], [image])
+    for name, value in run_onnx_cpu(plain.onnx_path, ["image"], [image]).items():
+        assert _max_abs(simplified[name], value) < 1e-4, name
+
+
 def test_onnx_graph_declares_dynamic_batch_height_width(maps_export):
     model = onnx.load(str(maps_export.onnx_path))
     (image,) = [i for i in model.graph.input if i.name == "image"]

@@ -119,8 +119,15 @@ def export_onnx(
     with torch.no_grad():
         _torch_onnx_export(exported, out, opset)
     proto = onnx.load(str(out))
+    simplified = False
     if simplify_graph:
-        proto = simplify(proto)
+        try:
+            proto, simplified = simplify(proto), True
+        except ImportError as err:
+            # A GPU machine with onnx but not onnxslim still exports (for TensorRT): the graph is
+            # the same function, only less folded; the card records it.
+            LOGGER.warning("onnxslim is not importable (%s): exporting the graph unsimplified", err)
+    source["simplified"] = simplified
     card = make_card(model, graph, with_decode, decode_config, precision, input_size, opset, source, trained_on,
                      label_thresholds)
     write_metadata(proto, card)
