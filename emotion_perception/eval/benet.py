@@ -49,8 +49,7 @@ from emotion_perception.eval.deployed import (
     Deployment,
     EvalNetwork,
     checked_load_device,
-    module_network,
-    open_network,
+    eval_network,
 )
 from emotion_perception.serialization import jsonable
 
@@ -258,7 +257,6 @@ def evaluate_benet(
 
     deployment = deployment or Deployment()
     started = time.perf_counter()
-    on_module = deployment.is_checkpoint_module
     # Before minutes of reading data or exporting: a form that cannot run here says so now.
     run_device = checked_load_device(deployment, device)
     model, state = load_model_from_checkpoint(checkpoint, map_location=run_device)
@@ -284,8 +282,7 @@ def evaluate_benet(
                            num_categories=config.num_emotions)
 
     open_started = time.perf_counter()
-    network = (module_network(model, "benet", run_device, checkpoint, deployment.threads) if on_module
-               else open_network(checkpoint, deployment, device, batch_size))
+    network = eval_network(model, "benet", checkpoint, deployment, device, run_device, batch_size)
     run_device = network.device
     not_available: dict[str, str] = {}
     if config.person_centric_head and not network.all_heads:

@@ -39,8 +39,7 @@ from emotion_perception.eval.deployed import (
     Deployment,
     EvalNetwork,
     checked_load_device,
-    module_network,
-    open_network,
+    eval_network,
 )
 from emotion_perception.eval.metrics import accuracy, confusion_matrix, per_class_accuracy
 from emotion_perception.serialization import jsonable
@@ -56,23 +55,17 @@ LOGGER = logging.getLogger(__name__)
 
 @torch.no_grad()
 def predict(
-    model: torch.nn.Module, loader: torch.utils.data.DataLoader, device: torch.device,
-    network: EvalNetwork | None = None,
+    network: EvalNetwork, loader: torch.utils.data.DataLoader, num_classes: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(y_true (N,) int64, y_score (N, K) float32 softmax probabilities) over ``loader``;
-    ``network`` gives the logits instead of ``model`` (a deployed form of it, on ``device``)."""
+    """(y_true (N,) int64, y_score (N, K) float32 softmax probabilities) over ``loader``, from
+    ``network``'s logits (the checkpoint's module or a deployed form of it)."""
     from tqdm import tqdm
 
-    model.eval()
     truths, scores = [], []
     for face, context, label in tqdm(loader, desc="evaluate", leave=False, dynamic_ncols=True):
-        if network is not None:
-            logits = network(face.to(device), context.to(device))["logits"].float()
-        else:
-            logits = model(face.to(device), context.to(device)).float()
+        logits = network(face.to(network.device), context.to(network.device))["logits"].float()
         scores.append(torch.softmax(logits, dim=1).cpu().numpy())
         truths.append(label.numpy())
-    num_classes = getattr(getattr(model, "config", None), "num_classes", 0)
     if not truths:
         return np.zeros(0, dtype=np.int64), np.zeros((0, num_classes), dtype=np.float32)
     return np.concatenate(truths).astype(np.int64), np.concatenate(scores).astype(np.float32)
@@ -117,7 +110,6 @@ def evaluate_cahfw(
 
     deployment = deployment or Deployment()
     started = time.perf_counter()
-    on_module = deployment.is_checkpoint_module
     # Before minutes of reading data or exporting: a form that cannot run here says so now.
     run_device = checked_load_device(deployment, device)
     model, state = load_model_from_checkpoint(checkpoint, map_location=run_device)
@@ -145,11 +137,10 @@ def evaluate_cahfw(
                            face_scale=float(train_config.get("face_scale", 1.0)))
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers)
     open_started = time.perf_counter()
-    network = (module_network(model, "cahfw", run_device, checkpoint, deployment.threads) if on_module
-               else open_network(checkpoint, deployment, device, batch_size))
+    network = eval_network(model, "cahfw", checkpoint, deployment, device, run_device, batch_size)
     predict_started = time.perf_counter()
     try:
-        y_true, y_score = predict(model, loader, network.device, network)
+        y_true, y_score = predict(network, loader, config.num_classes)
     finally:
         network.close()
     predicted = time.perf_counter()

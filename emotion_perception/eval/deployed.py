@@ -156,6 +156,16 @@ def checked_load_device(deployment: Deployment, device: str) -> torch.device:
     return torch.device("cpu")
 
 
+def eval_network(model: torch.nn.Module, model_name: str, checkpoint: str | Path, deployment: Deployment,
+                 device: str, load_device: torch.device, max_batch: int) -> EvalNetwork:
+    """The network an evaluation runs: ``model`` itself on ``load_device`` (the
+    :func:`checked_load_device` of the default torch fp32 form), else ``checkpoint``'s deployed
+    form (:func:`open_network`)."""
+    if deployment.is_checkpoint_module:
+        return module_network(model, model_name, load_device, checkpoint, deployment.threads)
+    return open_network(checkpoint, deployment, device, max_batch)
+
+
 def open_network(checkpoint: str | Path, deployment: Deployment, device: str, max_batch: int) -> EvalNetwork:
     """A deployed form of ``checkpoint`` (not the plain torch fp32 module: see
     :func:`module_network`), opened through the runtime's backend table on ``device``
