@@ -13,7 +13,6 @@ layout reorders, element-wise ops) shows up as the excess.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,19 +63,17 @@ def conv_stack_model(stack: ConvStack, seed: int = 0) -> bytes:
 
 
 class FloorProbe:
-    """An ONNX Runtime CPU session of the probe, set up like the project's ONNX Runtime backend
-    (all graph optimisations, ``threads`` intra-op threads, one inter-op thread)."""
+    """An ONNX Runtime CPU session of the probe, with the session options of the project's ONNX
+    Runtime backend (``runtime.onnxruntime_backend.session_options``) at ``threads`` threads."""
 
     def __init__(self, threads: int, stack: ConvStack | None = None) -> None:
         import onnxruntime as ort
 
+        from emotion_perception.runtime.onnxruntime_backend import session_options
+
         self.stack = stack or ConvStack()
         self.threads = threads
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        self._session = ort.InferenceSession(conv_stack_model(self.stack), options,
+        self._session = ort.InferenceSession(conv_stack_model(self.stack), session_options(threads),
                                              providers=["CPUExecutionProvider"])
         shape = (1, self.stack.channels, self.stack.size, self.stack.size)
         self._feed = {"x": np.random.default_rng(1).standard_normal(shape).astype(np.float32)}
@@ -87,12 +84,9 @@ class FloorProbe:
 
     def measure(self, iterations: int, warmup: int) -> None:
         """Add ``iterations`` timed runs (after ``warmup`` untimed ones) to :attr:`samples_ms`."""
-        for _ in range(warmup):
-            self.run()
-        for _ in range(iterations):
-            started = time.perf_counter()
-            self.run()
-            self.samples_ms.append((time.perf_counter() - started) * 1000.0)
+        from emotion_perception.bench.model_bench import time_calls
+
+        self.samples_ms += time_calls(self.run, lambda: None, iterations, warmup)
 
     def gmacs_per_s(self) -> float:
         """The probe's rate from the median of its samples."""
