@@ -99,16 +99,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 # --------------------------------------------------------------------------- agreement
 
 
-def _iou(a: Any, b: Any) -> float:
-    width = min(a[2], b[2]) - max(a[0], b[0])
-    height = min(a[3], b[3]) - max(a[1], b[1])
-    if width <= 0 or height <= 0:
-        return 0.0
-    inter = float(width * height)
-    union = float((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1])) - inter
-    return inter / union if union > 0 else 0.0
-
-
 def people_agreement(reference: Sequence[Sequence[PersonPrediction]], other: Sequence[Sequence[PersonPrediction]],
                      min_iou: float = MIN_IOU) -> dict[str, Any]:
     """How far the people ``other`` found agree with ``reference``'s, image by image (the two
@@ -122,6 +112,8 @@ def people_agreement(reference: Sequence[Sequence[PersonPrediction]], other: Seq
     """
     import numpy as np
 
+    from emotion_perception.runtime.face_detection import box_overlap
+
     if len(reference) != len(other):
         raise ValueError(f"people_agreement: {len(reference)} reference images but {len(other)} others")
     matched = 0
@@ -133,8 +125,9 @@ def people_agreement(reference: Sequence[Sequence[PersonPrediction]], other: Seq
         return value if current is None else max(current, value)
 
     for ref_people, other_people in zip(reference, other):
-        pairs = sorted(((_iou(r.box, o.box), i, j) for i, r in enumerate(ref_people)
-                        for j, o in enumerate(other_people)), key=lambda pair: -pair[0])
+        overlaps = box_overlap(np.array([p.box for p in ref_people]), np.array([p.box for p in other_people]))
+        pairs = sorted(((float(overlaps[i, j]), i, j) for i in range(len(ref_people))
+                        for j in range(len(other_people))), key=lambda pair: -pair[0])
         used_ref: set[int] = set()
         used_other: set[int] = set()
         for overlap, i, j in pairs:
