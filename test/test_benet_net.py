@@ -149,6 +149,8 @@ def test_with_mean_as_conv_rewrites_a_copy_and_keeps_outputs(tiny: BENet) -> Non
         before, after = tiny(image), rewritten(image)
     for name, value in before.items():
         torch.testing.assert_close(after[name], value, rtol=1e-5, atol=1e-5)
+    plain = create_model("benet", "tiny", attention=False)
+    assert with_mean_as_conv(plain) is plain  # nothing to rewrite: no copy
 
 
 def test_attention_block_hand_computed() -> None:

@@ -23,7 +23,7 @@ from torch import nn
 
 from emotion_perception.export.graphs import DeployGraph, build_deploy_graph, make_card
 from emotion_perception.export.model_card import ModelCard, onnx_metadata, write_sidecar
-from emotion_perception.nets.attention import MeanAsConvSpatialAttention, with_mean_as_conv
+from emotion_perception.nets.attention import with_mean_as_conv
 from emotion_perception.nets.decode import DecodeConfig
 
 LOGGER = logging.getLogger(__name__)
@@ -111,10 +111,9 @@ def export_onnx(
     # Parity is checked against the model as trained; the exported graph is its inference form.
     graph = build_deploy_graph(model, with_decode, decode_config, half=precision == "fp16", input_size=input_size)
     inference_form = with_mean_as_conv(model).eval() if graph_rewrites else model
-    rewrites = ["spatial_attention_mean_as_conv"] if any(
-        isinstance(m, MeanAsConvSpatialAttention) for m in inference_form.modules()) else []
-    exported = build_deploy_graph(inference_form, with_decode, decode_config, half=precision == "fp16",
-                                  input_size=input_size)
+    rewrites = [] if inference_form is model else ["spatial_attention_mean_as_conv"]
+    exported = graph if inference_form is model else build_deploy_graph(
+        inference_form, with_decode, decode_config, half=precision == "fp16", input_size=input_size)
     source = {**(source or {}), "export_revision": EXPORT_REVISION, "graph_rewrites": rewrites}
     with torch.no_grad():
         _torch_onnx_export(exported, out, opset)

@@ -83,9 +83,13 @@ class AttentionBlock(nn.Module):
 
 def with_mean_as_conv(model: nn.Module) -> nn.Module:
     """A copy of ``model`` whose spatial attentions are :class:`MeanAsConvSpatialAttention`
-    (for export; ``model`` itself is left as it is). Models without attention come back as copies."""
+    (for export; ``model`` itself is left as it is), or ``model`` itself when it has no spatial
+    attention to rewrite (so ``with_mean_as_conv(m) is not m`` says whether anything was)."""
     import copy
 
+    if not any(isinstance(block, AttentionBlock) and isinstance(block.spatial, SpatialAttention)
+               for block in model.modules()):
+        return model
     rewritten = copy.deepcopy(model)
     for block in rewritten.modules():
         if isinstance(block, AttentionBlock) and isinstance(block.spatial, SpatialAttention):
